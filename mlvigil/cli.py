@@ -1,0 +1,139 @@
+"""mlvigil command line: run, demo, profile, replay, broker."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
+    import monitor  # jobs/monitor.py
+
+    return monitor.main(rest)
+
+
+def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import demo
+
+    return demo.main(Path(args.workdir), args.minutes, args.per_minute, args.drift_minute)
+
+
+def cmd_profile(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil.profile import build_profile, read_training_data, save_profile
+
+    columns = read_training_data(Path(args.data))
+    edges = {}
+    for spec in args.edges or []:
+        name, _, values = spec.partition("=")
+        edges[name] = [float(v) for v in values.split(",")]
+    importance = json.loads(Path(args.importance).read_text()) if args.importance else None
+    profile = build_profile(
+        columns, args.model, args.version,
+        categorical=args.categorical.split(",") if args.categorical else (),
+        exclude=args.exclude.split(",") if args.exclude else (),
+        bins=args.bins, custom_edges=edges, ks_quantiles=args.ks_quantiles,
+        max_categories=args.max_categories, importance=importance,
+        score_column=args.score_column, label_column=args.label_column,
+    )  # fmt: skip
+    save_profile(profile, Path(args.out))
+    print(f"wrote {args.out}: {len(profile['features'])} features, {len(profile['prediction'])} prediction columns")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import clickhouse
+    from mlvigil.broker import produce
+    from mlvigil.config import load_config
+
+    cfg = load_config(args.config)
+    where, params = ["1"], {}
+    for col in ("reason_code", "stream", "kind"):
+        if getattr(args, col):
+            where.append(f"{col} = {{{col}:String}}")
+            params[col] = getattr(args, col)
+    rows = clickhouse.query_rows(
+        cfg.clickhouse_url,
+        f"SELECT stream, payload FROM {cfg.clickhouse_database}.dead_letters FINAL WHERE {' AND '.join(where)} "
+        "ORDER BY topic, partition, offset",
+        params,
+    )
+    by_stream: dict[str, list] = {}
+    for stream, payload in rows:
+        by_stream.setdefault(stream, []).append((None, payload.encode(), None))
+    for stream, msgs in by_stream.items():
+        topic = args.to_topic or cfg.topics[stream]
+        if args.dry_run:
+            print(f"would replay {len(msgs)} dead letters to {topic}")
+        else:
+            produce(cfg.bootstrap_servers, topic, msgs)
+            print(f"replayed {len(msgs)} dead letters to {topic}")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace, rest: list[str]) -> int:
+    import time
+
+    from mlvigil.broker import LocalBroker
+
+    with LocalBroker(port=args.port) as b:
+        for t in args.topic or ["mlvigil.features", "mlvigil.predictions", "mlvigil.labels", "mlvigil.dead-letters"]:
+            b.create_topic(t, args.partitions)
+        print(f"Kafka-protocol broker on {b.bootstrap} (Ctrl-C stops it)", flush=True)
+        try:
+            while b.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mlvigil", description="streaming monitor for ML models")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("run", help="run the monitor job (see `mlvigil run --help`)", add_help=False)
+
+    d = sub.add_parser("demo", help="broker + synthetic drifting traffic + job + results, all local")
+    d.add_argument("--workdir", default=".mlvigil/demo")
+    d.add_argument("--minutes", type=int, default=8)
+    d.add_argument("--per-minute", type=int, default=2000)
+    d.add_argument("--drift-minute", type=int, default=4)
+
+    p = sub.add_parser("profile", help="build a reference profile from training data (CSV, Parquet, JSONL)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
+    p.add_argument("--exclude", help="comma-separated columns to leave out (ids, labels)")
+    p.add_argument("--bins", type=int, default=10, help="quantile bins for PSI (default 10)")
+    p.add_argument("--edges", action="append", help="custom PSI bin edges: name=e1,e2,... (repeatable)")
+    p.add_argument("--ks-quantiles", type=int, default=100)
+    p.add_argument("--max-categories", type=int, default=50)
+    p.add_argument("--importance", help="JSON file: feature -> importance")
+    p.add_argument("--score-column", default="score")
+    p.add_argument("--label-column", default="predicted_label")
+
+    r = sub.add_parser("replay", help="re-produce dead letters from ClickHouse to their topic")
+    r.add_argument("--config", required=True)
+    r.add_argument("--reason-code")
+    r.add_argument("--stream", choices=["features", "predictions"])
+    r.add_argument("--kind", choices=["invalid", "late"])
+    r.add_argument("--to-topic", help="default: the stream's own topic")
+    r.add_argument("--dry-run", action="store_true")
+
+    b = sub.add_parser("broker", help="run a local Kafka-protocol broker (Tansu) for trying mlvigil")
+    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--partitions", type=int, default=4)
+    b.add_argument("--topic", action="append")
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        return cmd_run(argparse.Namespace(), argv[1:])
+    args = ap.parse_args(argv)
+    return {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker}[args.cmd](args, [])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

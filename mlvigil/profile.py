@@ -1,0 +1,210 @@
+"""Reference profiles: what "normal" looks like for one model version, built from training data.
+
+A profile is a JSON file (schemas/reference_profile.v1.json). Numeric columns keep PSI bin
+edges at reference quantiles (default 10 bins; numpy's default linear interpolation; duplicate
+edges removed; outer edges -inf/+inf implied), the expected proportion of each bin, mean and
+population std (ddof=0, for the |z| > 3 outlier rule) and Q + 1 quantile points for KS.
+Categorical columns keep the most frequent categories and an "other" bucket.
+"""
+
+import bisect
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROFILE_SCHEMA = "mlvigil.reference_profile/v1"
+DEFAULT_BINS = 10
+DEFAULT_KS_QUANTILES = 100
+DEFAULT_MAX_CATEGORIES = 50
+PREDICTION_COLUMNS = ("score", "predicted_label")
+
+
+def category_text(value: Any) -> str:
+    """The text a categorical value is compared by; must match ParseEventFunction.categoryText."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if f == math.floor(f) and abs(f) < 1e15:
+            return str(int(f))
+        return repr(f)
+    return str(value)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def numeric_column(
+    name: str,
+    values: Iterable[Any],
+    bins: int = DEFAULT_BINS,
+    edges: Sequence[float] | None = None,
+    ks_quantiles: int = DEFAULT_KS_QUANTILES,
+    importance: float | None = None,
+) -> dict:
+    raw = list(values)
+    present = np.array([float(v) for v in raw if not _is_missing(v)], dtype=np.float64) + 0.0
+    if present.size == 0:
+        raise ValueError(f"numeric column {name!r} has no values")
+    if edges is None:
+        inner = np.quantile(present, np.arange(1, bins) / bins)
+        edges = sorted({float(e) + 0.0 for e in inner})
+    else:
+        edges = sorted({float(e) + 0.0 for e in edges})
+    counts = np.zeros(len(edges) + 1)
+    for v in present:
+        counts[bisect.bisect_right(edges, v)] += 1
+    ks_points = np.unique(np.quantile(present, np.linspace(0.0, 1.0, ks_quantiles + 1)) + 0.0)
+    col = {
+        "name": name,
+        "type": "numeric",
+        "edges": [float(e) for e in edges],
+        "expected": (counts / present.size).tolist(),
+        "mean": float(present.mean()),
+        "std": float(present.std()),
+        "ks_quantiles": ks_quantiles,
+        # KS points are the unique quantiles; their weights (reference CDF) follow from
+        # the quantile levels, so keep the full list to reconstruct F_points exactly.
+        "ks_points": ks_points.tolist(),
+        "ks_cdf": _quantile_cdf(present, ks_quantiles, ks_points),
+        "count": int(present.size),
+        "missing_rate": 1.0 - present.size / len(raw),
+    }
+    if importance is not None:
+        col["importance"] = float(importance)
+    return col
+
+
+def _quantile_cdf(values: np.ndarray, q: int, unique_points: np.ndarray) -> list[float]:
+    """F_points(u) for the Q + 1 quantile points: the fraction of them <= u."""
+    points = np.quantile(values, np.linspace(0.0, 1.0, q + 1)) + 0.0
+    points.sort()
+    return (np.searchsorted(points, unique_points, side="right") / points.size).tolist()
+
+
+def categorical_column(
+    name: str,
+    values: Iterable[Any],
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    importance: float | None = None,
+) -> dict:
+    raw = list(values)
+    texts = [category_text(v) for v in raw if not _is_missing(v)]
+    if not texts:
+        raise ValueError(f"categorical column {name!r} has no values")
+    counts = Counter(texts)
+    # Most frequent first; ties by text so the profile is reproducible.
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = ranked[:max_categories]
+    other = sum(c for _, c in ranked[max_categories:])
+    n = len(texts)
+    col = {
+        "name": name,
+        "type": "categorical",
+        "categories": [k for k, _ in kept],
+        "expected": [c / n for _, c in kept] + [other / n],
+        "count": n,
+        "missing_rate": 1.0 - n / len(raw),
+    }
+    if importance is not None:
+        col["importance"] = float(importance)
+    return col
+
+
+def build_profile(
+    columns: dict[str, list[Any]],
+    model: str,
+    version: str,
+    *,
+    categorical: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    bins: int = DEFAULT_BINS,
+    custom_edges: dict[str, Sequence[float]] | None = None,
+    ks_quantiles: int = DEFAULT_KS_QUANTILES,
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    importance: dict[str, float] | None = None,
+    score_column: str | None = "score",
+    label_column: str | None = "predicted_label",
+) -> dict:
+    """A profile from column name -> values (training data). Prediction columns are optional."""
+    custom_edges = custom_edges or {}
+    importance = importance or {}
+    prediction_names = {c for c in (score_column, label_column) if c}
+    features, prediction = [], []
+    for name, values in columns.items():
+        if name in exclude:
+            continue
+        is_cat = name in categorical or name == label_column or not _looks_numeric(values)
+        if is_cat:
+            col = categorical_column(name, values, max_categories, importance.get(name))
+        else:
+            col = numeric_column(name, values, bins, custom_edges.get(name), ks_quantiles, importance.get(name))
+        if name in prediction_names:
+            col["name"] = "score" if name == score_column else "predicted_label"
+            prediction.append(col)
+        else:
+            features.append(col)
+    profile = {
+        "schema": PROFILE_SCHEMA,
+        "model_id": model,
+        "model_version": version,
+        "features": features,
+        "prediction": prediction,
+    }
+    profile["fingerprint"] = fingerprint(profile)
+    return profile
+
+
+def _looks_numeric(values: Iterable[Any]) -> bool:
+    for v in values:
+        if _is_missing(v):
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            return False
+    return True
+
+
+def fingerprint(profile: dict) -> str:
+    body = {k: v for k, v in profile.items() if k != "fingerprint"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_training_data(path: Path) -> dict[str, list[Any]]:
+    """CSV, Parquet or JSON Lines into column name -> values (None for missing)."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        df = pd.read_csv(path)
+    elif suffix in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        df = pd.read_json(path, lines=True)
+    else:
+        raise ValueError(f"unknown training data format {suffix!r}: use .csv, .parquet or .jsonl")
+    out: dict[str, list[Any]] = {}
+    for name in df.columns:
+        s = df[name]
+        out[str(name)] = [None if _is_missing(v) else (v.item() if hasattr(v, "item") else v) for v in s.tolist()]
+    return out
+
+
+def save_profile(profile: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(profile, indent=1))
+
+
+def load_profile(path: Path) -> dict:
+    profile = json.loads(Path(path).read_text())
+    if profile.get("schema") != PROFILE_SCHEMA:
+        raise ValueError(f"{path}: not a {PROFILE_SCHEMA} profile")
+    return profile

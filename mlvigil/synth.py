@@ -1,0 +1,120 @@
+"""Reproducible synthetic traffic for the demo, the tests and the benchmarks.
+
+Two models, as in the seed article: `recsys` (click prediction; segments user_type and region)
+and `fraud` (a control that does not drift). From the drift minute on, recsys's user ages move
+from 40/30/20/10 % over the buckets 18-25/26-35/36-45/46+ to 20/40/30/10 % (the article's PSI
+worked example, 0.2079) and browsing_duration falls from about 10 to about 2 minutes.
+Ages are allotted per window in exact proportions, so a full window reproduces the example.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+AGE_EDGES = [26.0, 36.0, 46.0]
+AGE_BUCKETS = [(18, 25), (26, 35), (36, 45), (46, 70)]
+AGE_BEFORE = [0.4, 0.3, 0.2, 0.1]
+AGE_AFTER = [0.2, 0.4, 0.3, 0.1]
+MODELS = ("recsys", "fraud")
+SEGMENTS = {"recsys": ["user_type", "region"], "fraud": ["region"]}
+
+
+def exact_ages(rng: np.random.Generator, n: int, shares: list[float]) -> np.ndarray:
+    counts = np.floor(np.array(shares) * n).astype(int)
+    counts[0] += n - counts.sum()
+    ages = np.concatenate([rng.integers(lo, hi + 1, size=c) for (lo, hi), c in zip(AGE_BUCKETS, counts)])
+    rng.shuffle(ages)
+    return ages
+
+
+def recsys_features(rng: np.random.Generator, n: int, drifted: bool) -> dict[str, np.ndarray]:
+    duration_mean = 2.0 if drifted else 10.0
+    return {
+        "age": exact_ages(rng, n, AGE_AFTER if drifted else AGE_BEFORE).astype(float),
+        "browsing_duration": rng.lognormal(math.log(duration_mean) - 0.125, 0.5, n),
+        "items_viewed": rng.poisson(12, n).astype(float),
+        "price_sensitivity": rng.normal(0.5, 0.15, n),
+        "device": rng.choice(["ios", "android", "web"], n, p=[0.45, 0.4, 0.15]),
+    }
+
+
+def fraud_features(rng: np.random.Generator, n: int, drifted: bool) -> dict[str, np.ndarray]:
+    return {
+        "amount": rng.lognormal(3.5, 1.0, n),
+        "txn_count_24h": rng.poisson(3, n).astype(float),
+        "account_age_days": rng.exponential(400, n),
+        "country": rng.choice(["us", "gb", "de", "fr", "br"], n, p=[0.4, 0.2, 0.15, 0.15, 0.1]),
+    }
+
+
+FEATURES = {"recsys": recsys_features, "fraud": fraud_features}
+
+
+def score_of(model: str, f: dict[str, np.ndarray]) -> np.ndarray:
+    if model == "recsys":
+        z = -1.0 + 0.12 * (f["browsing_duration"] - 10) - 0.03 * (f["age"] - 30) + 0.05 * (f["items_viewed"] - 12)
+    else:
+        z = -3.0 + 0.4 * (np.log(f["amount"]) - 3.5) + 0.2 * (f["txn_count_24h"] - 3) - 0.001 * f["account_age_days"]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def training_columns(model: str, n: int, seed: int = 7) -> dict[str, list]:
+    """Training data for a reference profile: features plus score and predicted_label."""
+    rng = np.random.default_rng(seed)
+    f = FEATURES[model](rng, n, drifted=False)
+    s = score_of(model, f)
+    cols = {k: v.tolist() for k, v in f.items()}
+    cols["score"] = s.tolist()
+    cols["predicted_label"] = (s >= 0.5).astype(int).tolist()
+    return cols
+
+
+@dataclass
+class Traffic:
+    features: list[dict]
+    predictions: list[dict]
+
+
+def traffic(
+    start_ms: int,
+    minutes: int,
+    per_minute: int,
+    drift_minute: int | None = None,
+    models: tuple[str, ...] = MODELS,
+    seed: int = 11,
+    jitter_ms: int = 2000,
+) -> Traffic:
+    """Feature and prediction events per model and minute; events within a minute are spread
+    evenly and shuffled by up to jitter_ms, so they arrive a little out of order."""
+    rng = np.random.default_rng(seed)
+    feats, preds = [], []
+    for minute in range(minutes):
+        for model in models:
+            drifted = model == "recsys" and drift_minute is not None and minute >= drift_minute
+            f = FEATURES[model](rng, per_minute, drifted)
+            s = score_of(model, f)
+            t0 = start_ms + minute * 60_000
+            times = t0 + (np.arange(per_minute) * (60_000 / per_minute)).astype(np.int64)
+            user_type = rng.choice(["new", "returning"], per_minute, p=[0.3, 0.7])
+            region = rng.choice(["eu", "us", "apac"], per_minute, p=[0.4, 0.4, 0.2])
+            latency = rng.lognormal(math.log(40), 0.4, per_minute)
+            errors = rng.random(per_minute) < 0.005
+            for i in range(per_minute):
+                rid = f"{model}-{minute}-{i}"
+                seg = {"region": str(region[i])}
+                if model == "recsys":
+                    seg["user_type"] = str(user_type[i])
+                values = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in f.items()}
+                t = int(times[i])
+                feats.append({"request_id": rid, "model_id": model, "model_version": "v1", "event_time": t,
+                              "segments": seg, "features": values})  # fmt: skip
+                pred = {"request_id": rid, "model_id": model, "model_version": "v1", "event_time": t,
+                        "latency_ms": round(float(latency[i]), 3), "status": "ok"}  # fmt: skip
+                if errors[i]:
+                    pred.update(status="error", error_code="TIMEOUT")
+                else:
+                    pred.update(score=float(s[i]), predicted_label=int(s[i] >= 0.5))
+                preds.append(pred)
+    order = lambda evs: sorted(evs, key=lambda e: e["event_time"] + int(rng.integers(0, jitter_ms + 1)))  # noqa: E731
+    return Traffic(order(feats), order(preds))

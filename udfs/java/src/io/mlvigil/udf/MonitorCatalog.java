@@ -1,0 +1,197 @@
+package io.mlvigil.udf;
+
+import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.zip.GZIPInputStream;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.table.functions.FunctionContext;
+
+/**
+ * The monitored models and their reference profiles, as compiled by the Python launcher
+ * (mlvigil.catalog). It travels inside the job as a job parameter (base64 of gzipped JSON), so
+ * a cluster's TaskManagers need no shared file. Parsed once per JVM and shared by all UDFs.
+ */
+public final class MonitorCatalog {
+    public static final String PARAM = "mlvigil.catalog";
+
+    public static final byte NUMERIC = 1;
+    public static final byte CATEGORICAL = 2;
+
+    /** One monitored column: a feature, or a pseudo-feature of the prediction (score, label). */
+    public static final class Column {
+        public final String name;
+        public final byte type;
+        /** Inner PSI bin edges, ascending, unique; bin i is [edges[i-1], edges[i]). */
+        public final double[] edges;
+        /** Unique reference quantile points for KS, ascending. */
+        public final double[] ksPoints;
+        public final double mean;
+        public final double std;
+        /** Categorical: known categories; anything else lands in the "other" bucket. */
+        public final Map<String, Integer> categoryIndex;
+        public final int categoryCount;
+
+        Column(JsonNode n) {
+            name = n.get("name").asText();
+            type = "numeric".equals(n.get("type").asText()) ? NUMERIC : CATEGORICAL;
+            if (type == NUMERIC) {
+                edges = doubles(n.get("edges"));
+                ksPoints = doubles(n.get("ks_points"));
+                mean = n.get("mean").asDouble();
+                std = n.get("std").asDouble();
+                categoryIndex = null;
+                categoryCount = 0;
+            } else {
+                edges = null;
+                ksPoints = null;
+                mean = 0;
+                std = 0;
+                categoryIndex = new HashMap<>();
+                JsonNode cats = n.get("categories");
+                for (int i = 0; i < cats.size(); i++) {
+                    categoryIndex.put(cats.get(i).asText(), i);
+                }
+                categoryCount = cats.size();
+            }
+        }
+
+        private static double[] doubles(JsonNode arr) {
+            double[] out = new double[arr.size()];
+            for (int i = 0; i < out.length; i++) {
+                // +0.0 folds -0.0 into 0.0 so binary search treats them as equal, like Python's bisect.
+                out[i] = arr.get(i).asDouble() + 0.0;
+            }
+            return out;
+        }
+    }
+
+    /** The reference of one (model, version): the columns of each stream, in profile order. */
+    public static final class Profile {
+        public final int index;
+        public final String model;
+        public final String version;
+        public final Column[] features;
+        public final Map<String, Integer> featureIndex = new HashMap<>();
+        public final Column[] prediction;
+        public final Map<String, Integer> predictionIndex = new HashMap<>();
+
+        Profile(int index, JsonNode n) {
+            this.index = index;
+            model = n.get("model").asText();
+            version = n.get("version").asText();
+            features = columns(n.get("features"), featureIndex);
+            prediction = columns(n.get("prediction"), predictionIndex);
+        }
+
+        private static Column[] columns(JsonNode arr, Map<String, Integer> index) {
+            if (arr == null) {
+                return new Column[0];
+            }
+            Column[] out = new Column[arr.size()];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = new Column(arr.get(i));
+                index.put(out[i].name, i);
+            }
+            return out;
+        }
+    }
+
+    /** A monitored model: its segment dimensions and the profile of each version. */
+    public static final class Model {
+        public final String id;
+        public final String[] segments;
+        public final Map<String, Profile> byVersion = new HashMap<>();
+        public Profile fallback;
+
+        Model(String id, String[] segments) {
+            this.id = id;
+            this.segments = segments;
+        }
+
+        /** The version's own profile, else the model's default one ("*"), else null. */
+        public Profile profileFor(String version) {
+            Profile p = byVersion.get(version);
+            return p != null ? p : fallback;
+        }
+    }
+
+    public final List<Profile> profiles = new ArrayList<>();
+    public final Map<String, Model> models = new HashMap<>();
+    public final long windowMs;
+    public final long minEventMs;
+    public final long maxFutureMs;
+    public final double maxLatencyMs;
+    public final int maxSegmentValues;
+
+    private static final Map<String, MonitorCatalog> CACHE = new ConcurrentHashMap<>();
+
+    private MonitorCatalog(JsonNode root) {
+        windowMs = root.path("window_ms").asLong(60_000L);
+        minEventMs = root.path("min_event_ms").asLong(946_684_800_000L);
+        maxFutureMs = root.path("max_future_ms").asLong(86_400_000L);
+        maxLatencyMs = root.path("max_latency_ms").asDouble(3_600_000.0);
+        maxSegmentValues = root.path("max_segment_values").asInt(100);
+        JsonNode ps = root.get("profiles");
+        for (int i = 0; i < ps.size(); i++) {
+            profiles.add(new Profile(i, ps.get(i)));
+        }
+        JsonNode ms = root.get("models");
+        ms.fieldNames().forEachRemaining(id -> {
+            JsonNode m = ms.get(id);
+            JsonNode segs = m.path("segments");
+            String[] segNames = new String[segs.size()];
+            for (int i = 0; i < segNames.length; i++) {
+                segNames[i] = segs.get(i).asText();
+            }
+            Model model = new Model(id, segNames);
+            JsonNode versions = m.get("versions");
+            versions.fieldNames().forEachRemaining(v -> {
+                Profile p = profiles.get(versions.get(v).asInt());
+                if ("*".equals(v)) {
+                    model.fallback = p;
+                } else {
+                    model.byVersion.put(v, p);
+                }
+            });
+            models.put(id, model);
+        });
+    }
+
+    public static MonitorCatalog fromContext(FunctionContext context) {
+        String encoded = context.getJobParameter(PARAM, null);
+        if (encoded == null) {
+            throw new IllegalStateException("job parameter " + PARAM + " is not set");
+        }
+        return fromEncoded(encoded);
+    }
+
+    public static MonitorCatalog fromEncoded(String encoded) {
+        return CACHE.computeIfAbsent(encoded, MonitorCatalog::decode);
+    }
+
+    private static MonitorCatalog decode(String encoded) {
+        byte[] gz = Base64.getDecoder().decode(encoded.getBytes(StandardCharsets.US_ASCII));
+        try (InputStream in = new GZIPInputStream(new ByteArrayInputStream(gz))) {
+            return new MonitorCatalog(new ObjectMapper().readTree(in));
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot read the mlvigil catalog", e);
+        }
+    }
+
+    /** bisect_right over unique ascending edges: the PSI bin of v. */
+    public static int binOf(double[] edges, double v) {
+        int i = Arrays.binarySearch(edges, v);
+        return i >= 0 ? i + 1 : -i - 1;
+    }
+}

@@ -1,0 +1,156 @@
+package io.mlvigil.udf;
+
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.time.Instant;
+
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.FunctionHint;
+import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.functions.TableFunction;
+import org.apache.flink.types.Row;
+
+/**
+ * mlv_parse(payload, stream, kafka_ts): validates one raw Kafka record and emits exactly one row.
+ * Valid rows carry the monitored columns packed for mlv_window_stats (see WindowStatsFunction);
+ * invalid rows carry a reason code and text for the dead-letter sinks. One JSON pass per event.
+ */
+@FunctionHint(
+        output = @DataTypeHint(
+                "ROW<ok BOOLEAN, reason_code STRING, reason STRING, request_id STRING, model_id STRING,"
+                        + " model_version STRING, event_ms BIGINT, is_error BOOLEAN, latency_ms DOUBLE,"
+                        + " packed BYTES>"))
+public class ParseEventFunction extends TableFunction<Row> {
+    static final byte MISSING = 0;
+    static final byte NUMBER = 1;
+    static final byte CATEGORY = 2;
+
+    private transient MonitorCatalog catalog;
+    private transient EventDecoder decoder;
+    private transient ByteBuffer buf;
+
+    @Override
+    public void open(FunctionContext context) {
+        catalog = MonitorCatalog.fromContext(context);
+        decoder = new EventDecoder();
+        buf = ByteBuffer.allocate(1 << 16);
+    }
+
+    public void eval(byte[] payload, String stream, @DataTypeHint("TIMESTAMP_LTZ(3)") Instant kafkaTs) {
+        EventDecoder.Stream s = "predictions".equals(stream)
+                ? EventDecoder.Stream.PREDICTIONS : EventDecoder.Stream.FEATURES;
+        EventDecoder.Event e = decoder.decode(payload, s, kafkaTs, catalog);
+        byte[] packed = null;
+        if (e.ok()) {
+            MonitorCatalog.Model m = catalog.models.get(e.modelId);
+            packed = pack(e, m, m.profileFor(e.modelVersion), s);
+        }
+        if (!e.ok()) {
+            collect(Row.of(false, e.reasonCode, e.reason, e.requestId, e.modelId, e.modelVersion,
+                    e.eventMs == Long.MIN_VALUE ? null : e.eventMs, null, null, null));
+            return;
+        }
+        boolean isError = "error".equals(e.status) || e.errorCode != null;
+        collect(Row.of(true, null, null, e.requestId, e.modelId, e.modelVersion, e.eventMs,
+                isError, e.latencyMs, packed));
+    }
+
+    /** Packs the profile's columns in profile order; fails the event on a type mismatch. */
+    private byte[] pack(EventDecoder.Event e, MonitorCatalog.Model m, MonitorCatalog.Profile p,
+            EventDecoder.Stream s) {
+        MonitorCatalog.Column[] cols = s == EventDecoder.Stream.FEATURES ? p.features : p.prediction;
+        int need = 16 + cols.length * 9;
+        for (String dim : m.segments) {
+            String v = e.segments.get(dim);
+            need += 4 + (v == null ? 0 : v.length() * 3);
+        }
+        if (buf.capacity() < need) {
+            buf = ByteBuffer.allocate(Integer.highestOneBit(need) << 1);
+        }
+        buf.clear();
+        buf.putInt(p.index);
+        buf.put((byte) (s == EventDecoder.Stream.FEATURES ? 0 : 1));
+        buf.put((byte) m.segments.length);
+        for (String dim : m.segments) {
+            String v = e.segments.get(dim);
+            if (v == null) {
+                buf.putInt(-1);
+            } else {
+                byte[] b = v.getBytes(StandardCharsets.UTF_8);
+                buf.putInt(b.length);
+                buf.put(b);
+            }
+        }
+        for (MonitorCatalog.Column c : cols) {
+            Object v = valueOf(e, s, c.name);
+            if (v == null) {
+                buf.put(MISSING);
+            } else if (c.type == MonitorCatalog.NUMERIC) {
+                if (!(v instanceof Double)) {
+                    e.fail("wrong_type", "'" + c.name + "' must be a number, got " + kind(v));
+                    return null;
+                }
+                double d = (Double) v;
+                buf.put(NUMBER);
+                buf.putDouble(d);
+            } else {
+                String text = categoryText(v);
+                if (text == null) {
+                    e.fail("wrong_type", "'" + c.name + "' must be a string, number or boolean, got " + kind(v));
+                    return null;
+                }
+                Integer idx = c.categoryIndex.get(text);
+                buf.put(CATEGORY);
+                buf.putInt(idx == null ? -1 : idx);
+            }
+        }
+        byte[] out = new byte[buf.position()];
+        buf.flip();
+        buf.get(out);
+        return out;
+    }
+
+    private static Object valueOf(EventDecoder.Event e, EventDecoder.Stream s, String name) {
+        if (s == EventDecoder.Stream.FEATURES) {
+            return e.values.get(name);
+        }
+        if ("score".equals(name)) {
+            return e.score != null ? e.score : e.maxProbability;
+        }
+        if ("predicted_label".equals(name)) {
+            return e.predictedLabel;
+        }
+        return null;
+    }
+
+    /** Category text: strings as they are, integral numbers without ".0", booleans lower case. */
+    static String categoryText(Object v) {
+        if (v instanceof String) {
+            return (String) v;
+        }
+        if (v instanceof Boolean) {
+            return v.toString();
+        }
+        if (v instanceof Double) {
+            double d = (Double) v;
+            if (d == Math.rint(d) && Math.abs(d) < 1e15) {
+                return Long.toString((long) d);
+            }
+            return Double.toString(d);
+        }
+        return null;
+    }
+
+    private static String kind(Object v) {
+        if (v == EventDecoder.NESTED) {
+            return "an object or array";
+        }
+        if (v instanceof String) {
+            return "a string";
+        }
+        if (v instanceof Boolean) {
+            return "a boolean";
+        }
+        return "a number";
+    }
+}
