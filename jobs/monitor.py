@@ -103,21 +103,31 @@ def flink_configuration(cfg: Config, catalog_param: str) -> Configuration:
     return conf
 
 
-def build(cfg: Config, stop_offsets: dict[str, dict[int, int]] | None = None) -> StreamExecutionEnvironment:
+def build(
+    cfg: Config,
+    stop_offsets: dict[str, dict[int, int]] | None = None,
+    source_files: dict[str, str] | None = None,
+) -> StreamExecutionEnvironment:
+    """The job graph. Sources are Kafka topics, or JSON-lines files when source_files is given."""
     catalog = compile_catalog(cfg)
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, encode_catalog(catalog)))
     t_env = StreamTableEnvironment.create(env)
     statements = sql_statements("010_functions.sql")
     for stream in STREAMS:
-        bounded = None if stop_offsets is None else stop_offsets.get(stream, {})
-        statements += sql_statements(
-            "020_sources.sql",
+        common = dict(
             stream=stream,
             out_of_orderness=sql_interval(cfg.out_of_orderness_ms),
             min_event_ms=catalog["min_event_ms"],
             max_future_ms=catalog["max_future_ms"],
-            kafka_options=kafka_options(cfg, stream, bounded),
         )
+        if source_files is not None:
+            statements += sql_statements("020_source_file.sql", path=Path(source_files[stream]).resolve(), **common)
+        else:
+            bounded = None if stop_offsets is None else stop_offsets.get(stream, {})
+            statements += sql_statements(
+                "020_source_kafka.sql", kafka_options=kafka_options(cfg, stream, bounded), **common
+            )
+        statements += sql_statements("025_parsed.sql", stream=stream)
     statements += sql_statements("030_outputs.sql", window=sql_interval(cfg.window_ms))
     for stmt in statements:
         t_env.execute_sql(stmt)
@@ -190,16 +200,27 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-offsets",
         help="run bounded: JSON (or a file of it) {stream: {partition: end offset}}; the job ends there",
     )
+    ap.add_argument(
+        "--source-files",
+        help="read JSON-lines files instead of Kafka (bounded): features=PATH,predictions=PATH",
+    )
+    ap.add_argument("--parallelism", type=int, help="overrides flink.parallelism")
     ap.add_argument("--skip-schema", action="store_true", help="do not create tables (already done)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    overrides = {"clickhouse": {"url": args.clickhouse_url}} if args.clickhouse_url else None
+    overrides: dict = {}
+    if args.clickhouse_url:
+        overrides["clickhouse"] = {"url": args.clickhouse_url}
+    if args.parallelism:
+        overrides["flink"] = {"parallelism": args.parallelism}
     cfg = load_config(args.config, overrides)
     if not args.skip_schema:
         prepare_store(cfg)
-    env = build(cfg, parse_stop_offsets(args.stop_offsets))
+    files = dict(kv.split("=", 1) for kv in args.source_files.split(",")) if args.source_files else None
+    env = build(cfg, parse_stop_offsets(args.stop_offsets), files)
     log.info("starting job: models %s, ClickHouse %s", sorted(cfg.models), clickhouse.redact(cfg.clickhouse_url))
-    env.execute("mlvigil-monitor")
+    result = env.execute("mlvigil-monitor")
+    print(f"mlvigil: job finished: net runtime {result.get_net_runtime()} ms", file=sys.stderr, flush=True)
     return 0
 
 

@@ -3,6 +3,8 @@ package io.mlvigil.udf;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
+import java.util.Arrays;
+import java.util.Objects;
 
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.FunctionHint;
@@ -25,6 +27,27 @@ public class ParseEventFunction extends TableFunction<Row> {
     static final byte NUMBER = 1;
     static final byte CATEGORY = 2;
 
+    /**
+     * The last result per thread. The planner cannot reuse one correlate for two branches (the
+     * windows and the dead letters): each gets its own call, in the same thread, one right after
+     * the other, with an equal payload. The function is pure, so remembering one result halves
+     * the parsing without changing any output.
+     */
+    private static final ThreadLocal<Memo> MEMO = ThreadLocal.withInitial(Memo::new);
+
+    private static final class Memo {
+        byte[] payload;
+        String stream;
+        Instant kafkaTs;
+        MonitorCatalog catalog;
+        Row row;
+
+        boolean matches(byte[] p, String s, Instant ts, MonitorCatalog c) {
+            return row != null && catalog == c && Arrays.equals(payload, p) && Objects.equals(stream, s)
+                    && Objects.equals(kafkaTs, ts);
+        }
+    }
+
     private transient MonitorCatalog catalog;
     private transient EventDecoder decoder;
     private transient ByteBuffer buf;
@@ -37,6 +60,21 @@ public class ParseEventFunction extends TableFunction<Row> {
     }
 
     public void eval(byte[] payload, String stream, @DataTypeHint("TIMESTAMP_LTZ(3)") Instant kafkaTs) {
+        Memo memo = MEMO.get();
+        if (memo.matches(payload, stream, kafkaTs, catalog)) {
+            collect(memo.row);
+            return;
+        }
+        Row row = parse(payload, stream, kafkaTs);
+        memo.payload = payload;
+        memo.stream = stream;
+        memo.kafkaTs = kafkaTs;
+        memo.catalog = catalog;
+        memo.row = row;
+        collect(row);
+    }
+
+    private Row parse(byte[] payload, String stream, Instant kafkaTs) {
         EventDecoder.Stream s = "predictions".equals(stream)
                 ? EventDecoder.Stream.PREDICTIONS : EventDecoder.Stream.FEATURES;
         EventDecoder.Event e = decoder.decode(payload, s, kafkaTs, catalog);
@@ -46,13 +84,12 @@ public class ParseEventFunction extends TableFunction<Row> {
             packed = pack(e, m, m.profileFor(e.modelVersion), s);
         }
         if (!e.ok()) {
-            collect(Row.of(false, e.reasonCode, e.reason, e.requestId, e.modelId, e.modelVersion,
-                    e.eventMs == Long.MIN_VALUE ? null : e.eventMs, null, null, null));
-            return;
+            return Row.of(false, e.reasonCode, e.reason, e.requestId, e.modelId, e.modelVersion,
+                    e.eventMs == Long.MIN_VALUE ? null : e.eventMs, null, null, null);
         }
         boolean isError = "error".equals(e.status) || e.errorCode != null;
-        collect(Row.of(true, null, null, e.requestId, e.modelId, e.modelVersion, e.eventMs,
-                isError, e.latencyMs, packed));
+        return Row.of(true, null, null, e.requestId, e.modelId, e.modelVersion, e.eventMs,
+                isError, e.latencyMs, packed);
     }
 
     /** Packs the profile's columns in profile order; fails the event on a type mismatch. */

@@ -10,8 +10,3 @@ CREATE TEMPORARY TABLE {stream}_raw (
     event_ts AS TO_TIMESTAMP_LTZ(mlv_event_time(payload, kafka_ts, CAST({min_event_ms} AS BIGINT), CAST({max_future_ms} AS BIGINT)), 3),
     WATERMARK FOR event_ts AS event_ts - {out_of_orderness}
 ) WITH ({kafka_options});
-
-CREATE TEMPORARY VIEW {stream}_parsed AS
-SELECT r.kafka_topic, r.kafka_partition, r.kafka_offset, r.kafka_ts, r.event_ts, r.payload, p.*,
-       mlv_is_late(p.event_ms, CURRENT_WATERMARK(r.event_ts)) AS late
-FROM {stream}_raw AS r, LATERAL TABLE(mlv_parse(r.payload, '{stream}', r.kafka_ts)) AS p;
