@@ -51,7 +51,10 @@ def main() -> None:
         cols["score"] = (1 / (1 + np.exp(-train[:, 0] / 5))).tolist()
         p = build_profile(cols, model, "v1", label_column=None)
         save_profile(p, out / "profiles" / f"{model}.json")
-        config["models"][model] = {"segments": dims, "profiles": {"v1": str((out / "profiles" / f"{model}.json").resolve())}}
+        config["models"][model] = {
+            "segments": dims,
+            "profiles": {"v1": str((out / "profiles" / f"{model}.json").resolve())},
+        }
     (out / "config.yaml").write_text(json.dumps(config, indent=1))
 
     n = args.events

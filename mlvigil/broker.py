@@ -10,6 +10,7 @@ import logging
 import socket
 import subprocess
 import time
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -83,6 +84,10 @@ class LocalBroker:
         self.stop()
 
 
+def partition_of(key: bytes | None, index: int, partitions: int) -> int:
+    return index % partitions if key is None else zlib.crc32(key) % partitions
+
+
 def produce(
     bootstrap: str,
     topic: str,
@@ -91,7 +96,9 @@ def produce(
 ) -> dict[int, int]:
     """Produces (key, value, timestamp ms) messages; returns partition -> end offset (exclusive).
 
-    Keyless messages go round robin. Raises if any message is not acknowledged.
+    The partition is chosen here, not by the client: crc32(key) mod partitions, keyless
+    messages round robin. So a caller can tell in advance where each message lands (bounded
+    runs stop at known offsets). Raises if any message is not acknowledged.
     """
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000, "acks": "all",
@@ -108,10 +115,10 @@ def produce(
 
     for i, (key, value, ts) in enumerate(messages):
         kwargs = {"timestamp": ts} if ts is not None else {}
-        part = {"partition": i % partitions} if key is None else {}
+        part = partition_of(key, i, partitions)
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **part, **kwargs)
+                producer.produce(topic, value=value, key=key, partition=part, on_delivery=on_delivery, **kwargs)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -7,6 +7,7 @@ is replaced by that environment variable when the file is read (an unset variabl
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ _UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_6
 
 
 def duration_ms(value: Any) -> int:
-    """'60s', '1m', '500ms', '2h' or a number of seconds -> milliseconds."""
-    if isinstance(value, (int, float)):
-        return int(value * 1000)
+    """'60s', '1m', '500ms', '2h' or a number of seconds -> milliseconds (fractions of a ms dropped)."""
+    # Decimal arithmetic: with floats, '1.001s' would give 1000 ms and '4.1m' 245999 ms.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(Decimal(repr(value)) * 1000)
     m = _DURATION.match(str(value))
     if not m:
         raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 30s, 1m, 2h)")
-    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    return int(Decimal(m.group(1)) * _UNIT_MS[m.group(2)])
 
 
 def _expand_env(value: Any) -> Any:

@@ -129,7 +129,8 @@ def main(workdir: Path, minutes: int, per_minute: int, drift_minute: int) -> int
         msg = lambda e: (e["request_id"].encode(), orjson.dumps(e), e["event_time"])  # noqa: E731
         ends = {
             "features": produce(
-                broker.bootstrap, "mlvigil.features",
+                broker.bootstrap,
+                "mlvigil.features",
                 [msg(e) for e in t.features] + [(None, b, None) for b in BAD_EVENTS] + [msg(late)],
             ),  # fmt: skip
             "predictions": produce(broker.bootstrap, "mlvigil.predictions", [msg(e) for e in t.predictions]),

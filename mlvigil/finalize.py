@@ -5,7 +5,7 @@ rates, PSI, KS, mean and std with the pure functions of mlvigil.stattests. No Fl
 """
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
@@ -30,7 +30,7 @@ DEAD_LETTER_COLUMNS = [
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def column_metrics(col: dict, stats: dict, events: int) -> dict:

@@ -23,7 +23,7 @@ SEGMENTS = {"recsys": ["user_type", "region"], "fraud": ["region"]}
 def exact_ages(rng: np.random.Generator, n: int, shares: list[float]) -> np.ndarray:
     counts = np.floor(np.array(shares) * n).astype(int)
     counts[0] += n - counts.sum()
-    ages = np.concatenate([rng.integers(lo, hi + 1, size=c) for (lo, hi), c in zip(AGE_BUCKETS, counts)])
+    ages = np.concatenate([rng.integers(lo, hi + 1, size=c) for (lo, hi), c in zip(AGE_BUCKETS, counts, strict=False)])
     rng.shuffle(ages)
     return ages
 

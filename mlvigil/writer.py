@@ -6,7 +6,7 @@ they call lives in mlvigil.finalize and mlvigil.stattests.
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from pyflink.common import Types
@@ -30,7 +30,7 @@ log = logging.getLogger("mlvigil.writer")
 
 def _utc(dt: datetime | None) -> datetime | None:
     # The job runs with table.local-time-zone = UTC, so naive timestamps are UTC.
-    return None if dt is None else dt.replace(tzinfo=timezone.utc)
+    return None if dt is None else dt.replace(tzinfo=UTC)
 
 
 class FinishRows(FlatMapFunction):
@@ -49,7 +49,7 @@ class FinishRows(FlatMapFunction):
                 [[
                     r["dl_stream"], r["dl_kind"], r["reason_code"], r["reason"], r["topic"],
                     r["kafka_partition"], r["kafka_offset"], _utc(r["kafka_time"]),
-                    None if ev is None else datetime.fromtimestamp(ev / 1000, timezone.utc),
+                    None if ev is None else datetime.fromtimestamp(ev / 1000, UTC),
                     r["model_id"], bytes(r["payload"] or b"").decode("utf-8", errors="replace"), now,
                 ]],
             )  # fmt: skip

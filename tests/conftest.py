@@ -1,0 +1,68 @@
+"""Shared fixtures: a real Kafka-protocol broker for the session, and a job runner."""
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    from mlvigil.broker import LocalBroker
+
+    b = LocalBroker(log_file=tmp_path_factory.mktemp("broker") / "tansu.log").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def topics(broker):
+    """Fresh topic names for one test, created on the broker."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    names = {s: f"{prefix}.{s}" for s in ("features", "predictions", "labels", "dead_letters")}
+    for name in names.values():
+        broker.create_topic(name, 4)
+    return names
+
+
+class JobProcess:
+    """The monitor job as a user runs it: `python jobs/monitor.py --config ...` in a subprocess."""
+
+    def __init__(self, config: Path, stop_offsets: dict, log: Path, extra: list[str] | None = None):
+        self.log = log
+        cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config),
+               "--stop-offsets", json.dumps(stop_offsets), *(extra or [])]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+    def wait(self, timeout: float = 300) -> None:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"job did not finish in {timeout} s; log tail:\n{self.tail()}") from None
+        assert rc == 0, f"job exited {rc}; log tail:\n{self.tail()}"
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-40:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
