@@ -44,6 +44,26 @@ def count_lines(path: Path) -> int:
         return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b""))
 
 
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.machine()}, Python {platform.python_version()}"
+
+
+def net_runtime_s(job_stderr: str) -> float:
+    m = re.search(r"net runtime (\d+) ms", job_stderr)
+    if not m:
+        raise SystemExit("the job did not report its net runtime")
+    return int(m.group(1)) / 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -72,8 +92,7 @@ def main() -> None:
     wall = time.monotonic() - t0
     if rc != 0:
         sys.exit(f"job failed ({rc}):\n{err[-3000:]}")
-    m = re.search(r"net runtime (\d+) ms", err)
-    net = int(m.group(1)) / 1000 if m else float("nan")
+    net = net_runtime_s(err)
     result = {
         "label": args.label or data.name,
         "events": events,
@@ -82,7 +101,8 @@ def main() -> None:
         "events_per_s_net": round(events / net),
         "events_per_s_wall": round(events / wall),
         "peak_rss_mb": round(peak[0] / 2**20),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "source": "JSON-lines files",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(result))

@@ -1,6 +1,8 @@
 """Shared fixtures: a real Kafka-protocol broker for the session, and a job runner."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,13 +41,14 @@ class JobProcess:
         self.log = log
         cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config),
                "--stop-offsets", json.dumps(stop_offsets), *(extra or [])]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        # A session of its own, so kill() also ends the JVM the driver started.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
 
     def wait(self, timeout: float = 300) -> None:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.kill()
             raise AssertionError(f"job did not finish in {timeout} s; log tail:\n{self.tail()}") from None
         assert rc == 0, f"job exited {rc}; log tail:\n{self.tail()}"
 
@@ -53,9 +56,11 @@ class JobProcess:
         return "\n".join(self.log.read_text().splitlines()[-40:])
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
