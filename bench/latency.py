@@ -47,7 +47,7 @@ def main() -> None:
     work = Path(args.workdir)
     subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
-    window_ms, ooo_ms = duration_ms(args.window), duration_ms(args.out_of_orderness)
+    ooo_ms = duration_ms(args.out_of_orderness)
     url = f"chdb://{work / 'clickhouse'}"
     from confluent_kafka import Producer
 

@@ -211,11 +211,13 @@ def read_training_data(path: Path) -> dict[str, list[Any]]:
 
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df = pd.read_csv(path)
+        # pandas' default float parser is not exact: values would differ from the file's in the last bit.
+        df = pd.read_csv(path, float_precision="round_trip")
     elif suffix in (".parquet", ".pq"):
         df = pd.read_parquet(path)
     elif suffix in (".jsonl", ".ndjson", ".json"):
-        df = pd.read_json(path, lines=True)
+        # Exact floats, and no guessing of dates from column names (a "*_time" column stays numbers).
+        df = pd.read_json(path, lines=True, precise_float=True, convert_dates=False)
     else:
         raise ValueError(f"unknown training data format {suffix!r}: use .csv, .parquet or .jsonl")
     out: dict[str, list[Any]] = {}
