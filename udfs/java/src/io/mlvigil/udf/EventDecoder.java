@@ -38,7 +38,8 @@ public final class EventDecoder {
         public Map<String, Object> values = new HashMap<>();
         public boolean sawValues;
         public Double score;
-        public String predictedLabel;
+        /** String, Double or Boolean: compared as category text (see ParseEventFunction). */
+        public Object predictedLabel;
         public Double latencyMs;
         public String status;
         public String errorCode;
@@ -214,7 +215,13 @@ public final class EventDecoder {
                     readProbabilities(p, t, e);
                     break;
                 case "predicted_label":
-                    e.predictedLabel = scalarText(p, t, e, name);
+                    if (t == JsonToken.VALUE_NUMBER_INT || t == JsonToken.VALUE_NUMBER_FLOAT) {
+                        e.predictedLabel = p.getDoubleValue() + 0.0;
+                    } else if (t == JsonToken.VALUE_TRUE || t == JsonToken.VALUE_FALSE) {
+                        e.predictedLabel = t == JsonToken.VALUE_TRUE;
+                    } else {
+                        e.predictedLabel = scalarText(p, t, e, name);
+                    }
                     break;
                 case "latency_ms":
                     e.latencyMs = number(p, t, e, name);

@@ -128,6 +128,10 @@ public class ParseEventFunction extends TableFunction<Row> {
                     return null;
                 }
                 double d = (Double) v;
+                if (!Double.isFinite(d)) {
+                    e.fail("absurd_value", "'" + c.name + "' is not a finite number");
+                    return null;
+                }
                 buf.put(NUMBER);
                 buf.putDouble(d);
             } else {

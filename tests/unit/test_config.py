@@ -1,0 +1,215 @@
+"""Configuration: durations, ${ENV} expansion, paths relative to the config file, defaults."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlvigil.config import DEFAULT_TOPICS, duration_ms, load_config, parse_config
+from mlvigil.profile import build_profile, save_profile
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        ("500ms", 500),
+        ("30s", 30_000),
+        ("1m", 60_000),
+        ("5min", 300_000),
+        ("2h", 7_200_000),
+        ("1d", 86_400_000),
+        (" 10 s ", 10_000),
+        ("45", 45_000),  # no unit: seconds
+        ("1.5s", 1_500),
+        ("0.25m", 15_000),
+        # Decimal fractions are exact (float arithmetic gave 1000, 245999, 2009).
+        ("1.001s", 1_001),
+        ("4.1m", 246_000),
+        (2.01, 2_010),
+        (30, 30_000),
+        (0.25, 250),
+        (0, 0),
+    ],
+)
+def test_durations(value, ms):
+    assert duration_ms(value) == ms
+    assert isinstance(duration_ms(value), int)
+
+
+def test_duration_fractions_of_ms_are_dropped():
+    assert duration_ms("1.9ms") == 1
+
+
+@pytest.mark.parametrize("value", ["10 parsecs", "-5s", "", "s", "1e3s", "ten seconds", True])
+def test_bad_durations(value):
+    with pytest.raises(ValueError):
+        duration_ms(value)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A profile in <tmp>/profiles and an empty config folder <tmp>/conf."""
+    profile = build_profile({"x": [1.0, 2.0, 3.0, 4.0]}, "recsys", "v1")
+    save_profile(profile, tmp_path / "profiles" / "recsys-v1.json")
+    (tmp_path / "conf").mkdir()
+    return tmp_path, profile
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def minimal(profile_path: str = "../profiles/recsys-v1.json") -> dict:
+    return {"models": {"recsys": {"profiles": {"v1": profile_path}}}}
+
+
+def test_defaults(setup, monkeypatch):
+    root, profile = setup
+    monkeypatch.chdir(root)
+    cfg = load_config(write_config(root / "conf" / "mlvigil.yaml", minimal()))
+    assert cfg.bootstrap_servers == "127.0.0.1:9092"
+    assert cfg.topics == DEFAULT_TOPICS
+    assert cfg.group_id == "mlvigil"
+    assert cfg.startup_mode == "group-offsets"
+    assert cfg.kafka_properties == {}
+    assert cfg.window_ms == 60 * 1000
+    assert cfg.out_of_orderness_ms == 5 * 1000
+    assert cfg.idle_timeout_ms == 30 * 1000
+    assert cfg.max_future_ms == 24 * 3600 * 1000
+    assert cfg.max_latency_ms == 3600 * 1000.0
+    assert cfg.max_segment_values == 100
+    assert cfg.clickhouse_database == "mlvigil"
+    assert cfg.parallelism == 1
+    assert cfg.checkpoint_interval_ms == 10 * 1000
+    assert cfg.flush_interval_ms == 500
+    assert cfg.restart_attempts == 3
+    assert cfg.source_path == root / "conf" / "mlvigil.yaml"
+    m = cfg.models["recsys"]
+    assert m.model_id == "recsys" and m.segments == []
+    assert m.profiles == {"v1": profile}
+
+
+def test_values_from_file(setup):
+    root, _ = setup
+    raw = {
+        **minimal(),
+        "kafka": {"bootstrap_servers": "kafka:9092", "topics": {"features": "f"}, "properties": {"linger.ms": 5}},
+        "window": {"size": "10s", "out_of_orderness": "250ms"},
+        "limits": {"max_future": "2h", "max_segment_values": 7},
+        "flink": {"parallelism": 2},
+    }
+    raw["models"]["recsys"]["segments"] = ["region", "user_type"]
+    cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
+    assert cfg.bootstrap_servers == "kafka:9092"
+    assert cfg.topics == {**DEFAULT_TOPICS, "features": "f"}
+    assert cfg.kafka_properties == {"linger.ms": "5"}
+    assert (cfg.window_ms, cfg.out_of_orderness_ms, cfg.idle_timeout_ms) == (10_000, 250, 30_000)
+    assert cfg.max_future_ms == 7_200_000 and cfg.max_segment_values == 7
+    assert cfg.parallelism == 2
+    assert cfg.models["recsys"].segments == ["region", "user_type"]
+
+
+def test_overrides_merge_deeply(setup):
+    root, _ = setup
+    path = write_config(root / "conf" / "c.yaml", {**minimal(), "window": {"size": "10s", "out_of_orderness": "1s"}})
+    cfg = load_config(path, overrides={"window": {"size": "20s"}})
+    assert cfg.window_ms == 20_000 and cfg.out_of_orderness_ms == 1_000
+
+
+def test_relative_profile_path_is_relative_to_the_config_file(setup, monkeypatch):
+    root, profile = setup
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a path relative to the working directory would not resolve
+    cfg = load_config(write_config(root / "conf" / "c.yaml", minimal()))
+    assert cfg.models["recsys"].profiles["v1"] == profile
+
+
+def test_relative_config_path_and_absolute_profile(setup, monkeypatch):
+    root, profile = setup
+    monkeypatch.chdir(root)
+    write_config(root / "conf" / "c.yaml", minimal(str(root / "profiles" / "recsys-v1.json")))
+    cfg = load_config(Path("conf/c.yaml"))
+    assert cfg.models["recsys"].profiles["v1"] == profile
+
+
+def test_default_profile_version(setup):
+    root, profile = setup
+    raw = {"models": {"recsys": {"profiles": {"*": "../profiles/recsys-v1.json", 2: "../profiles/recsys-v1.json"}}}}
+    cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
+    assert set(cfg.models["recsys"].profiles) == {"*", "2"}
+
+
+def test_chdb_url_made_absolute(setup, monkeypatch):
+    root, _ = setup
+    monkeypatch.chdir(root / "profiles")
+    conf = root / "conf"
+    cfg = load_config(write_config(conf / "a.yaml", {**minimal(), "clickhouse": {"url": "chdb://./var/ch"}}))
+    assert cfg.clickhouse_url == "chdb://" + str((conf / "var" / "ch").resolve())
+    assert cfg.clickhouse_url.startswith("chdb:///")
+    # The default is ./var/clickhouse next to the config file.
+    cfg = load_config(write_config(conf / "b.yaml", minimal()))
+    assert cfg.clickhouse_url == "chdb://" + str((conf / "var" / "clickhouse").resolve())
+    # Absolute chdb paths and servers are kept as they are.
+    for url in ("chdb:///srv/ch", "http://clickhouse:8123"):
+        cfg = load_config(write_config(conf / "c.yaml", {**minimal(), "clickhouse": {"url": url}}))
+        assert cfg.clickhouse_url == url
+
+
+def test_checkpoint_dir_relative_to_config(setup, monkeypatch):
+    root, _ = setup
+    monkeypatch.chdir(root / "profiles")
+    cfg = load_config(write_config(root / "conf" / "c.yaml", {**minimal(), "flink": {"checkpoint_dir": "ck"}}))
+    assert cfg.checkpoint_dir == str((root / "conf" / "ck").resolve())
+
+
+def test_env_expansion(setup, monkeypatch):
+    root, _ = setup
+    monkeypatch.setenv("MLV_TEST_HOST", "broker.internal")
+    monkeypatch.setenv("MLV_TEST_PASSWORD", "s3cr3t")
+    monkeypatch.setenv("MLV_TEST_PROFILES", str(root / "profiles"))
+    raw = {
+        "models": {"recsys": {"profiles": {"v1": "${MLV_TEST_PROFILES}/recsys-v1.json"}}},
+        "kafka": {
+            "bootstrap_servers": "${MLV_TEST_HOST}:9092",
+            "properties": {"sasl.password": "${MLV_TEST_PASSWORD}", "note": "$MLV_TEST_HOST stays"},
+        },
+    }
+    cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
+    assert cfg.bootstrap_servers == "broker.internal:9092"
+    assert cfg.kafka_properties["sasl.password"] == "s3cr3t"
+    assert cfg.kafka_properties["note"] == "$MLV_TEST_HOST stays"
+    assert "${" not in json.dumps(cfg.raw)
+
+
+def test_env_expansion_in_lists(setup, monkeypatch):
+    root, _ = setup
+    monkeypatch.setenv("MLV_TEST_DIM", "region")
+    raw = minimal()
+    raw["models"]["recsys"]["segments"] = ["${MLV_TEST_DIM}", "user_type"]
+    cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
+    assert cfg.models["recsys"].segments == ["region", "user_type"]
+
+
+def test_unset_env_is_an_error(setup, monkeypatch):
+    root, _ = setup
+    monkeypatch.delenv("MLV_TEST_UNSET", raising=False)
+    path = write_config(root / "conf" / "c.yaml", {**minimal(), "kafka": {"bootstrap_servers": "${MLV_TEST_UNSET}"}})
+    with pytest.raises(ValueError, match="MLV_TEST_UNSET"):
+        load_config(path)
+
+
+def test_no_models_is_an_error():
+    with pytest.raises(ValueError):
+        parse_config({})
+    with pytest.raises(ValueError):
+        parse_config({"models": {"recsys": {"profiles": {}}}})
+
+
+def test_profile_of_another_schema_is_an_error(setup):
+    root, _ = setup
+    (root / "profiles" / "bad.json").write_text(json.dumps({"schema": "other/v9"}))
+    with pytest.raises(ValueError):
+        load_config(write_config(root / "conf" / "c.yaml", minimal("../profiles/bad.json")))
