@@ -56,4 +56,11 @@ if [ ! -f $udf ] || [ -n "$(find udfs/java/src -newer $udf -name '*.java' | head
   echo "setup: building $udf"
   MLVIGIL_PYTHON="$root/.venv/bin/python" bash udfs/java/build.sh >/dev/null
 fi
+
+# Prometheus Alertmanager (Debian package): mlvigil can hand alerts to it, and the tests run a
+# real one.
+if ! command -v prometheus-alertmanager >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing prometheus-alertmanager (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null
+fi
 echo "setup: ready ($root/.venv)"

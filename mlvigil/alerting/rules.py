@@ -1,0 +1,513 @@
+"""Alert rules and routing: configuration as data (YAML), validated here. Pure Python.
+
+A rule watches one metric column of the metric rows (finalize.FEATURE_COLUMNS for the data
+layer, finalize.SERVICE_COLUMNS for the service layer, quality and business rows likewise) and
+compares it either with an absolute threshold or with a baseline:
+
+* absolute: ``value <op> threshold`` (op one of > >= < <=);
+* relative: ``change`` "drop" -> ``(baseline - value) / |baseline|``, "rise" ->
+  ``(value - baseline) / |baseline|``, then ``change <op> threshold`` (op default ">"), where the
+  baseline is ``reference`` (the row's ``f"{metric}_reference"`` field) or ``trailing:N`` (the
+  mean of the previous N evaluated windows of the same target, kept in the engine state).
+
+Effective threshold of a row: the per-feature override if any (``feature_thresholds``, exact name
+first, then glob patterns in file order), else ``threshold``; then, when
+``importance_weight`` w > 0 and the row carries ``importance`` i in [0, 1],
+``threshold * (1 - w * i)``. So with w = 0.5 a feature of importance 1 alerts at half the
+threshold and one of importance 0 at the plain threshold. Weighting lowers the bar, so it is
+only allowed with ">" / ">=" (drift, rises, drops); it would make "<" rules less sensitive.
+"""
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlvigil.config import duration_ms
+
+LAYERS = ("data", "model", "service", "business")
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+OPS = (">", ">=", "<", "<=")
+CHANGES = ("drop", "rise")
+RECEIVER_TYPES = ("generic", "slack", "feishu", "dingtalk", "wecom", "alertmanager", "log")
+# Sample-count fields, first present wins ("labelled" before "events": accuracy over 5 labels
+# of 10,000 predictions is 5 samples). missing_rate is a share of events, so it counts events.
+SAMPLE_FIELDS = ("labelled", "present", "requests", "events")
+SAMPLE_FIELDS_BY_METRIC = {"missing_rate": ("events",), "error_rate": ("requests", "events")}
+ANY_SEGMENT = "**"
+"""Segment pattern matching every row; the default "*" matches only the all-traffic row "*"."""
+RESERVED_LABELS = ("alertname", "severity", "layer", "metric", "model_id", "model_version", "segment", "feature")
+LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TRAILING = re.compile(r"^trailing:(\d+)$")
+
+
+def _glob(value: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None for missing, NaN, infinities and non-numbers."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
+
+
+def compare(value: float, op: str, threshold: float) -> bool:
+    if op == ">":
+        return value > threshold
+    if op == ">=":
+        return value >= threshold
+    if op == "<":
+        return value < threshold
+    return value <= threshold
+
+
+@dataclass
+class Observation:
+    """One rule on one row: was it evaluated, did the condition hold, and the numbers."""
+
+    evaluated: bool
+    hit: bool = False
+    value: float | None = None
+    observed: float | None = None  # the compared number: value, or the relative change
+    baseline: float | None = None
+    threshold: float | None = None  # effective threshold
+    samples: int | None = None
+    reason: str = ""  # why not evaluated
+
+
+@dataclass
+class Rule:
+    name: str
+    layer: str
+    metric: str
+    severity: str = "warning"
+    model_id: str = "*"
+    model_version: str = "*"
+    feature: str = "*"
+    segment: str = "*"
+    op: str = ">"
+    threshold: float = 0.0
+    baseline: str | None = None  # None (absolute) | "reference" | "trailing:N"
+    change: str | None = None  # None (absolute) | "drop" | "rise"
+    for_windows: int = 1
+    min_samples: int = 0
+    feature_thresholds: dict[str, float] = field(default_factory=dict)
+    importance_weight: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    actions: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        where = f"rule {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a rule needs a name")
+        if self.layer not in LAYERS:
+            raise ValueError(f"{where}: layer must be one of {LAYERS}, not {self.layer!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"{where}: severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if self.op not in OPS:
+            raise ValueError(f"{where}: op must be one of {OPS}, not {self.op!r}")
+        if (self.baseline is None) != (self.change is None):
+            raise ValueError(f"{where}: a relative condition needs both baseline and change")
+        if self.change is not None and self.change not in CHANGES:
+            raise ValueError(f"{where}: change must be one of {CHANGES}, not {self.change!r}")
+        if self.baseline is not None and self.baseline != "reference" and not _TRAILING.match(self.baseline):
+            raise ValueError(f"{where}: baseline must be 'reference' or 'trailing:N', not {self.baseline!r}")
+        if self.trailing_windows == 0:
+            raise ValueError(f"{where}: trailing:N needs N >= 1")
+        if int(self.for_windows) < 1:
+            raise ValueError(f"{where}: for_windows must be >= 1")
+        if int(self.min_samples) < 0:
+            raise ValueError(f"{where}: min_samples must be >= 0")
+        if not 0.0 <= float(self.importance_weight) <= 1.0:
+            raise ValueError(f"{where}: importance_weight must be in [0, 1]")
+        if self.importance_weight and self.op not in (">", ">="):
+            raise ValueError(f"{where}: importance weighting lowers the threshold, so it needs op > or >=")
+        for k in self.labels:
+            if not LABEL_NAME.match(k):
+                raise ValueError(f"{where}: label name {k!r} must match {LABEL_NAME.pattern}")
+            if k in RESERVED_LABELS:
+                raise ValueError(f"{where}: label {k!r} is set by the engine")
+        self.threshold = float(self.threshold)
+        self.for_windows = int(self.for_windows)
+        self.min_samples = int(self.min_samples)
+        self.importance_weight = float(self.importance_weight)
+        self.feature_thresholds = {str(k): float(v) for k, v in self.feature_thresholds.items()}
+        self.labels = {str(k): str(v) for k, v in self.labels.items()}
+        self.annotations = {str(k): str(v) for k, v in self.annotations.items()}
+        self.actions = [str(a) for a in self.actions]
+
+    @property
+    def trailing_windows(self) -> int | None:
+        m = _TRAILING.match(self.baseline or "")
+        return int(m.group(1)) if m else None
+
+    @property
+    def relative(self) -> bool:
+        return self.change is not None
+
+    # -- matching ------------------------------------------------------------------------------
+
+    def matches(self, row: dict) -> bool:
+        """Does this rule watch this row? (layer, metric column present, the glob filters)."""
+        if self.layer not in row_layers(row) or self.metric not in row:
+            return False
+        if not _glob(str(row.get("model_id", "")), self.model_id):
+            return False
+        if not _glob(str(row.get("model_version", "")), self.model_version):
+            return False
+        if not _glob(str(row.get("feature") or ""), self.feature):
+            return False
+        seg = str(row.get("segment") or "*")
+        if self.segment == "*":
+            return seg == "*"
+        return self.segment == ANY_SEGMENT or _glob(seg, self.segment)
+
+    def target(self, row: dict) -> dict[str, str]:
+        """The labels that identify what the rule watches in this row (part of the fingerprint)."""
+        t = {
+            "model_id": str(row.get("model_id", "")),
+            "model_version": str(row.get("model_version", "")),
+            "segment": str(row.get("segment") or "*"),
+        }
+        if row.get("feature"):
+            t["feature"] = str(row["feature"])
+        return t
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def samples(self, row: dict) -> int | None:
+        for name in SAMPLE_FIELDS_BY_METRIC.get(self.metric, SAMPLE_FIELDS):
+            n = _num(row.get(name))
+            if n is not None:
+                return int(n)
+        return None
+
+    def effective_threshold(self, row: dict) -> float:
+        feature = str(row.get("feature") or "")
+        threshold = self.threshold
+        if feature in self.feature_thresholds:
+            threshold = self.feature_thresholds[feature]
+        else:
+            for pattern, t in self.feature_thresholds.items():
+                if _glob(feature, pattern):
+                    threshold = t
+                    break
+        importance = _num(row.get("importance"))
+        if self.importance_weight and importance is not None:
+            threshold *= 1.0 - self.importance_weight * min(max(importance, 0.0), 1.0)
+        return threshold
+
+    def observe(self, row: dict, history: list[float] | None = None) -> Observation:
+        """Evaluate the condition on one row; history: previous values of the target (trailing)."""
+        value = _num(row.get(self.metric))
+        samples = self.samples(row)
+        if value is None:
+            return Observation(False, samples=samples, reason="no value")
+        if self.min_samples and (samples is None or samples < self.min_samples):
+            return Observation(False, value=value, samples=samples, reason="too few samples")
+        threshold = self.effective_threshold(row)
+        if not self.relative:
+            return Observation(True, compare(value, self.op, threshold), value, value, None, threshold, samples)
+        if self.baseline == "reference":
+            baseline = _num(row.get(f"{self.metric}_reference"))
+        else:
+            n = self.trailing_windows or 0
+            hist = history or []
+            baseline = sum(hist[-n:]) / n if len(hist) >= n else None
+        if baseline is None or baseline == 0:
+            return Observation(False, value=value, samples=samples, reason="no baseline")
+        delta = (baseline - value) if self.change == "drop" else (value - baseline)
+        change = delta / abs(baseline)
+        return Observation(True, compare(change, self.op, threshold), value, change, baseline, threshold, samples)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def row_layers(row: dict) -> tuple[str, ...]:
+    """The row's layers: its "layer" field (a name, or a list such as ["model", "business"] for a
+    quality row carrying accuracy and ctr), else data for feature rows, service for service rows,
+    model otherwise."""
+    layer = row.get("layer")
+    if isinstance(layer, (list, tuple)):
+        return tuple(str(x) for x in layer)
+    if layer:
+        return (str(layer),)
+    if "feature" in row:
+        return ("data",)
+    if "requests" in row:
+        return ("service",)
+    return ("model",)
+
+
+_RULE_KEYS = set(Rule.__dataclass_fields__)
+
+
+def rule_from_dict(d: dict) -> list[Rule]:
+    """One rule from its YAML mapping; "match" and "condition" sub-mappings are flattened.
+
+    Sugar: ``severities: {warning: 0.10, critical: 0.20}`` instead of severity + threshold makes one
+    rule per severity, named ``{name}_{severity}``.
+    """
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in ("match", "condition") and isinstance(v, dict):
+            flat.update(v)
+        else:
+            flat[k] = v
+    severities = flat.pop("severities", None)
+    unknown = set(flat) - _RULE_KEYS
+    if unknown:
+        raise ValueError(f"rule {flat.get('name')!r}: unknown keys {sorted(unknown)}")
+    if "change" in flat and "baseline" not in flat:
+        flat["baseline"] = "reference"
+    if severities:
+        base = {k: v for k, v in flat.items() if k not in ("severity", "threshold")}
+        return [
+            Rule(**{**base, "name": f"{flat['name']}_{sev}", "severity": sev, "threshold": t})
+            for sev, t in severities.items()
+        ]
+    return [Rule(**flat)]
+
+
+def default_rules() -> list[Rule]:
+    """The layered rules of the monitoring article (section 2.2.5), as a starting point."""
+    return [
+        Rule("psi_drift", "data", "psi", "warning", op=">", threshold=0.2, min_samples=100,
+             annotations={"summary": "{feature} PSI {value:.3f} > {threshold:.3g}"}),
+        Rule("accuracy_drop_warning", "model", "accuracy", "warning", threshold=0.10, baseline="reference", change="drop"),
+        Rule("accuracy_drop_critical", "model", "accuracy", "critical", threshold=0.20, baseline="reference", change="drop"),
+        Rule("recall_drop_warning", "model", "recall", "warning", threshold=0.15, baseline="reference", change="drop"),
+        Rule("recall_drop_critical", "model", "recall", "critical", threshold=0.20, baseline="reference", change="drop"),
+        Rule("latency_p95_high", "service", "latency_p95", "warning", op=">", threshold=2000.0),
+        Rule("error_rate_high", "service", "error_rate", "warning", op=">", threshold=0.01),
+        Rule("missing_rate_high", "data", "missing_rate", "info", op=">", threshold=0.05),
+    ]  # fmt: skip
+
+
+# -- routing -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """Where notifications go. url and secret are credentials: never printed (repr=False)."""
+
+    name: str
+    type: str
+    url: str = field(default="", repr=False)
+    secret: str = field(default="", repr=False)
+    template: str | None = None
+    title_template: str | None = None
+    generator_url: str = ""  # Alertmanager generatorURL (a link back to a dashboard)
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.type not in RECEIVER_TYPES:
+            raise ValueError(f"receiver {self.name!r}: type must be one of {RECEIVER_TYPES}")
+        if self.type != "log" and not self.url:
+            raise ValueError(f"receiver {self.name!r}: a {self.type} receiver needs a url")
+
+
+@dataclass
+class Matcher:
+    """An Alertmanager label matcher: name = != =~ !~ value (regexes are fully anchored)."""
+
+    name: str
+    op: str
+    value: str
+
+    def matches(self, labels: dict) -> bool:
+        v = str(labels.get(self.name, ""))
+        if self.op == "=":
+            return v == self.value
+        if self.op == "!=":
+            return v != self.value
+        hit = re.fullmatch(self.value, v) is not None
+        return hit if self.op == "=~" else not hit
+
+
+_MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
+
+
+def parse_matchers(spec: Any) -> list[Matcher]:
+    """['severity="critical"', 'layer=~"data|model"'] or {severity: critical} -> matchers."""
+    if spec is None:
+        return []
+    if isinstance(spec, dict):
+        return [Matcher(str(k), "=", str(v)) for k, v in spec.items()]
+    out = []
+    for s in spec:
+        m = _MATCHER.match(str(s))
+        if not m:
+            raise ValueError(f'not a label matcher: {s!r} (use name="value", !=, =~ or !~)')
+        out.append(Matcher(m.group(1), m.group(2), m.group(3)))
+    return out
+
+
+@dataclass
+class InhibitRule:
+    """Alertmanager's inhibit rule: a firing source alert mutes matching target alerts when the
+    `equal` labels have the same values on both (an alert never inhibits itself)."""
+
+    source_matchers: list[Matcher]
+    target_matchers: list[Matcher]
+    equal: list[str]
+
+
+DEFAULT_INHIBIT_EQUAL = ["model_id", "model_version", "segment", "feature", "metric"]
+
+
+def default_inhibit_rules() -> list[InhibitRule]:
+    """critical inhibits warning on the same model, version and target (segment, feature, metric)."""
+    return [
+        InhibitRule(
+            parse_matchers(['severity="critical"']), parse_matchers(['severity="warning"']), list(DEFAULT_INHIBIT_EQUAL)
+        )
+    ]
+
+
+@dataclass
+class Routing:
+    receivers: dict[str, Receiver] = field(default_factory=dict)
+    by_severity: dict[str, list[str]] = field(default_factory=dict)
+    """severity -> receiver names; a notification goes to the receivers of its highest severity."""
+    group_by: list[str] = field(default_factory=lambda: ["model_id", "model_version", "segment"])
+    group_wait_ms: int = 30_000
+    group_interval_ms: int = 300_000
+    repeat_interval_ms: int = 4 * 3_600_000
+    send_resolved: bool = True
+    inhibit_rules: list[InhibitRule] = field(default_factory=default_inhibit_rules)
+
+    def __post_init__(self) -> None:
+        self.receivers.setdefault("log", Receiver("log", "log"))  # the "stored only" receiver
+        for sev, names in self.by_severity.items():
+            if sev not in SEVERITIES:
+                raise ValueError(f"route: unknown severity {sev!r}")
+            for n in names:
+                if n not in self.receivers:
+                    raise ValueError(f"route: severity {sev} goes to unknown receiver {n!r}")
+        if self.group_interval_ms <= 0 or self.repeat_interval_ms <= 0 or self.group_wait_ms < 0:
+            raise ValueError("route: group_interval and repeat_interval must be > 0, group_wait >= 0")
+
+    def receivers_for(self, severity: str) -> list[str]:
+        return list(self.by_severity.get(severity) or ["log"])
+
+
+def default_routing() -> Routing:
+    """critical -> "pager", warning -> "chat", info -> "log": pager and chat log until configured."""
+    receivers = {n: Receiver(n, "log") for n in ("pager", "chat", "log")}
+    return Routing(receivers, {"critical": ["pager"], "warning": ["chat"], "info": ["log"]})
+
+
+def expand_env(value: Any) -> Any:
+    """${NAME} -> the environment variable (an unset one is an error, as in mlvigil.config)."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise ValueError(f"alerting config refers to ${{{m.group(1)}}} but it is not set in the environment")
+            return os.environ[m.group(1)]
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    return value
+
+
+def _read(src: Any) -> Any:
+    if isinstance(src, (dict, list)):
+        return src
+    if isinstance(src, str) and "\n" in src:
+        return yaml.safe_load(src)
+    return yaml.safe_load(Path(src).read_text()) or {}
+
+
+def load_rules(src: Any) -> list[Rule]:
+    """Rules from a YAML file path, YAML text, a mapping with a "rules" list, or a list.
+
+    With ``use_default_rules: true`` the file's rules are added to default_rules(), replacing a
+    default of the same name.
+    """
+    raw = _read(src)
+    items = raw if isinstance(raw, list) else (raw.get("rules") or [])
+    rules: list[Rule] = []
+    for d in items:
+        rules.extend(rule_from_dict(d))
+    if isinstance(raw, dict) and raw.get("use_default_rules"):
+        mine = {r.name for r in rules}
+        rules = [r for r in default_rules() if r.name not in mine] + rules
+    names = [r.name for r in rules]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate rule names: {dupes}")
+    return rules
+
+
+def load_routing(src: Any) -> Routing:
+    """receivers / route / inhibit_rules from YAML (see configs/alerts.example.yaml)."""
+    raw = _read(src)
+    if not raw.get("receivers") and not raw.get("route"):
+        return default_routing()
+    receivers = {}
+    for r in expand_env(raw.get("receivers") or []):
+        rec = Receiver(**{k: v for k, v in r.items() if k in Receiver.__dataclass_fields__})
+        unknown = set(r) - set(Receiver.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"receiver {rec.name!r}: unknown keys {sorted(unknown)}")
+        receivers[rec.name] = rec
+    receivers.setdefault("log", Receiver("log", "log"))
+    route = raw.get("route") or {}
+    by_sev = route.get("by_severity") or {"critical": "pager", "warning": "chat", "info": "log"}
+    by_severity = {str(k): [v] if isinstance(v, str) else [str(x) for x in v] for k, v in by_sev.items()}
+    kwargs: dict[str, Any] = {}
+    if "group_by" in route:
+        kwargs["group_by"] = [str(x) for x in route["group_by"]]
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        if key in route:
+            kwargs[f"{key}_ms"] = duration_ms(route[key])
+    if "send_resolved" in route:
+        kwargs["send_resolved"] = bool(route["send_resolved"])
+    if "inhibit_rules" in raw:
+        kwargs["inhibit_rules"] = [
+            InhibitRule(parse_matchers(i.get("source_matchers")), parse_matchers(i.get("target_matchers")),
+                        [str(x) for x in i.get("equal") or []])
+            for i in raw["inhibit_rules"] or []
+        ]  # fmt: skip
+    return Routing(receivers, by_severity, **kwargs)
+
+
+@dataclass
+class AlertingConfig:
+    rules: list[Rule]
+    routing: Routing
+    correlation_window_ms: int = 300_000
+    resolve_stale_ms: int | None = 3_600_000
+    actions: dict = field(default_factory=dict)
+
+
+def load_config(src: Any) -> AlertingConfig:
+    """The whole alerting file: rules, receivers, route, inhibit_rules, correlation, actions."""
+    raw = _read(src)
+    corr = raw.get("correlation_window", "5m")
+    stale = raw.get("resolve_stale_after", "1h")
+    return AlertingConfig(
+        load_rules(raw),
+        load_routing(raw),
+        duration_ms(corr),
+        None if stale in (None, "never") else duration_ms(stale),
+        expand_env(raw.get("actions") or {}),
+    )
