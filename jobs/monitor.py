@@ -1,13 +1,17 @@
-"""mlvigil monitor job: Kafka (features, predictions) -> windowed metrics -> ClickHouse.
+"""mlvigil monitor job: Kafka (features, predictions, labels) -> windowed metrics -> ClickHouse.
 
 Sources, transformations and sinks, plainly:
-  sources    features_raw, predictions_raw   Kafka, raw bytes + topic/partition/offset/timestamp
+  sources    features_raw, predictions_raw,  Kafka, raw bytes + topic/partition/offset/timestamp
+             labels_raw
   parse      mlv_parse (Java UDTF)           validate once, pack the monitored columns
   windows    TUMBLE on event time            mlv_window_stats (Java UDAF), PERCENTILE, COUNT
-  finish     FinishRows (Python)             PSI, KS, rates from the window's counts
+  quality    interval join labels to         mlv_quality_stats (Java UDAF) per prediction window,
+             predictions (up to L later)     re-emitted as labels arrive (027_quality.sql)
+  finish     FinishRows (Python)             PSI, KS, rates, accuracy, ECE... from the counts
   sinks      ClickHouseWriter (Python)       feature_metrics, service_metrics, window_events,
-                                             dead_letters
-             Kafka dead-letter topic         every invalid or late event, with its reason
+                                             quality_metrics, dead_letters
+             Kafka dead-letter topic         every invalid or late event, orphan or duplicate
+                                             label, with its reason
 The SQL lives in sql/flink/; per-event work runs in the JVM, Python finishes windows.
 
 Run it with `mlvigil run --config FILE`, or submit it to a cluster:
@@ -15,6 +19,7 @@ Run it with `mlvigil run --config FILE`, or submit it to a cluster:
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # the repo root holds the mlvigil package
     sys.path.insert(0, str(HERE.parent))
 
+import yaml  # noqa: E402
 from pyflink.common import Configuration, Types  # noqa: E402
 from pyflink.common.serialization import SimpleStringSchema  # noqa: E402
 from pyflink.datastream import StreamExecutionEnvironment  # noqa: E402
@@ -37,13 +43,15 @@ from pyflink.datastream.connectors.kafka import (  # noqa: E402
 from pyflink.table import StreamTableEnvironment  # noqa: E402
 
 from mlvigil import clickhouse  # noqa: E402
+from mlvigil.alert_operators import AlertInput, AlertProcessor  # noqa: E402
 from mlvigil.catalog import CATALOG_PARAM, compile_catalog, encode_catalog  # noqa: E402
 from mlvigil.config import Config, load_config  # noqa: E402
 from mlvigil.jars import job_jars  # noqa: E402
-from mlvigil.writer import ClickHouseWriter, FinishRows, dead_letter_json  # noqa: E402
+from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json  # noqa: E402
 
 SQL_DIR = HERE.parent / "sql" / "flink"
 STREAMS = ("features", "predictions")
+LABELS = "labels"
 log = logging.getLogger("mlvigil.job")
 
 
@@ -83,9 +91,31 @@ def sql_statements(name: str, **params: object) -> list[str]:
     return [s.strip() for s in re.split(r";[ \t]*(?:\n|$)", text) if s.strip()]
 
 
-def flink_configuration(cfg: Config, catalog_param: str) -> Configuration:
+_VIEW = re.compile(r"^CREATE TEMPORARY VIEW (\w+) AS\s", re.IGNORECASE)
+# The quality aggregation re-emits a window as its labels arrive: mini-batches bound that to
+# once per second per window. Set only for the second planning stage (050_quality_windows.sql).
+QUALITY_MINI_BATCH = {
+    "table.exec.mini-batch.enabled": "true",
+    "table.exec.mini-batch.allow-latency": "1 s",
+    "table.exec.mini-batch.size": "10000",
+}
+
+
+def execute_as_tables(t_env: StreamTableEnvironment, statements: list[str]) -> None:
+    """Runs statements, registering each view as a Table planned once: all readers of such a
+    view share one plan node (one interval join, one copy of its state). A view created with
+    SQL is expanded again for every reader, and the planner then never merges the readers'
+    copies of a LATERAL TABLE and what lies above it."""
+    for stmt in statements:
+        m = _VIEW.match(stmt)
+        if m:
+            t_env.create_temporary_view(m.group(1), t_env.sql_query(stmt[m.end() :]))
+        else:
+            t_env.execute_sql(stmt)
+
+
+def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = None) -> Configuration:
     conf = Configuration()
-    conf.set_string("pipeline.jars", ";".join(p.as_uri() for p in job_jars()))
     conf.set_string("python.executable", os.environ.get("MLVIGIL_WORKER_PYTHON", sys.executable))
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("pipeline.global-job-parameters", f"{CATALOG_PARAM}:{catalog_param}")
@@ -100,20 +130,46 @@ def flink_configuration(cfg: Config, catalog_param: str) -> Configuration:
     conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if cfg.state_backend == "rocksdb":
+        conf.set_string("state.backend.type", "rocksdb")
+        conf.set_string("execution.checkpointing.incremental", "true")
+    if cfg.quality_enabled:
+        # Bounds the state of the label numbering and of the quality aggregation (the interval
+        # join frees its own state by watermark; window aggregations ignore this TTL).
+        conf.set_string("table.exec.state.ttl", f"{cfg.label_state_ttl_ms} ms")
+    if restore:
+        conf.set_string("execution.state-recovery.path", restore)
     return conf
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path:
+    """The newest completed checkpoint (a chk-N directory with _metadata) under checkpoint_dir."""
+    done = [m.parent for m in Path(checkpoint_dir).glob("*/chk-*/_metadata")]
+    if not done:
+        raise FileNotFoundError(f"no completed checkpoint under {checkpoint_dir}")
+    return max(done, key=lambda d: (d.stat().st_mtime, int(d.name.split("-")[1])))
 
 
 def build(
     cfg: Config,
     stop_offsets: dict[str, dict[int, int]] | None = None,
     source_files: dict[str, str] | None = None,
+    restore: str | None = None,
 ) -> StreamExecutionEnvironment:
-    """The job graph. Sources are Kafka topics, or JSON-lines files when source_files is given."""
+    """The job graph. Sources are Kafka topics, or JSON-lines files when source_files is given
+    (the labels stream only when a labels file is given). restore: a checkpoint to resume from."""
     catalog = compile_catalog(cfg)
-    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, encode_catalog(catalog)))
+    quality = cfg.quality_enabled and (source_files is None or LABELS in source_files)
+    if quality != cfg.quality_enabled:
+        cfg = dataclasses.replace(cfg, quality_enabled=quality)
+    env = StreamExecutionEnvironment.get_execution_environment(
+        flink_configuration(cfg, encode_catalog(catalog), restore)
+    )
+    # add_jars appends to pipeline.jars, where `flink run` has put flink-python already.
+    env.add_jars(*(p.as_uri() for p in job_jars()))
     t_env = StreamTableEnvironment.create(env)
     statements = sql_statements("010_functions.sql")
-    for stream in STREAMS:
+    for stream in STREAMS + ((LABELS,) if quality else ()):
         common = dict(
             stream=stream,
             out_of_orderness=sql_interval(cfg.out_of_orderness_ms),
@@ -123,16 +179,39 @@ def build(
         if source_files is not None:
             statements += sql_statements("020_source_file.sql", path=Path(source_files[stream]).resolve(), **common)
         else:
-            bounded = None if stop_offsets is None else stop_offsets.get(stream, {})
+            # A bounded run without offsets for a stream reads none of it (partition 0 stops at
+            # 0; partitions not listed stop where they start, at the earliest offset).
+            bounded = None if stop_offsets is None else stop_offsets.get(stream) or {0: 0}
             statements += sql_statements(
                 "020_source_kafka.sql", kafka_options=kafka_options(cfg, stream, bounded), **common
             )
         statements += sql_statements("025_parsed.sql", stream=stream)
-    statements += sql_statements("030_outputs.sql", window=sql_interval(cfg.window_ms))
     for stmt in statements:
         t_env.execute_sql(stmt)
-
-    outputs = t_env.to_data_stream(t_env.from_path("job_outputs"))
+    if quality:
+        quality_sql = dict(
+            lateness=sql_interval(cfg.label_lateness_ms), skew=sql_interval(cfg.label_skew_ms), window_ms=cfg.window_ms
+        )
+        execute_as_tables(t_env, sql_statements("027_quality.sql", **quality_sql))
+    for stmt in sql_statements(
+        "030_outputs.sql",
+        window=sql_interval(cfg.window_ms),
+        quality_branch="UNION ALL\nSELECT * FROM quality_outputs" if quality else "",
+    ):
+        t_env.execute_sql(stmt)
+    if quality:
+        # Two planning stages, one job graph: job_stage (every source read once) as a DataStream,
+        # then the quality aggregation over it with mini-batches on. A changelog: quality windows
+        # are updated as labels arrive (FinishRows keeps the new row of each update).
+        execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
+        stage = t_env.to_data_stream(t_env.from_path("job_stage"))
+        t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(stage))
+        for key, value in QUALITY_MINI_BATCH.items():
+            t_env.get_config().set(key, value)
+        execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))
+        outputs = t_env.to_changelog_stream(t_env.from_path("job_outputs_final"))
+    else:
+        outputs = t_env.to_data_stream(t_env.from_path("job_outputs"))
     dead = outputs.filter(lambda r: r["kind"] == "dead_letter").map(dead_letter_json, output_type=Types.STRING())
     dead.sink_to(
         KafkaSink.builder()
@@ -147,10 +226,18 @@ def build(
         .set_property("max.request.size", "10485760")
         .build()
     ).name("dead-letter topic")
+    finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
+    alerting = alerting_config(cfg)
+    if alerting is not None:
+        (
+            finished.flat_map(AlertInput(catalog, COLUMNS), output_type=Types.PICKLED_BYTE_ARRAY())
+            .name("alert input")
+            .key_by(lambda v: v[0], key_type=Types.STRING())
+            .process(AlertProcessor(alerting, cfg.clickhouse_url, cfg.clickhouse_database))
+            .name("alerts")
+        )
     (
-        outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("finish windows")
-        .key_by(lambda _: 0, key_type=Types.INT())
+        finished.key_by(lambda _: 0, key_type=Types.INT())
         .process(
             ClickHouseWriter(cfg.clickhouse_url, cfg.clickhouse_database, cfg.flush_interval_ms),
             output_type=Types.LONG(),
@@ -162,6 +249,21 @@ def build(
         .set_parallelism(1)
     )
     return env
+
+
+def alerting_config(cfg: Config) -> dict | None:
+    """The `alerting` section: inline, or a path to an alerting YAML (relative to the config).
+    Absent: the article's default rules, stored only. `alerting: false` turns alerting off.
+    ${ENV} values are expanded where the operators run, so secrets do not ride in the job graph."""
+    raw = cfg.raw.get("alerting", {"use_default_rules": True})
+    if raw is False:
+        return None
+    if isinstance(raw, str):
+        path = Path(raw)
+        if not path.is_absolute() and cfg.source_path is not None:
+            path = cfg.source_path.parent / path
+        raw = yaml.safe_load(path.read_text())
+    return raw
 
 
 def prepare_store(cfg: Config) -> None:
@@ -202,10 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--source-files",
-        help="read JSON-lines files instead of Kafka (bounded): features=PATH,predictions=PATH",
+        help="read JSON-lines files instead of Kafka (bounded): features=PATH,predictions=PATH[,labels=PATH]",
     )
     ap.add_argument("--parallelism", type=int, help="overrides flink.parallelism")
     ap.add_argument("--skip-schema", action="store_true", help="do not create tables (already done)")
+    ap.add_argument(
+        "--restore",
+        help="resume from a retained checkpoint: a chk-N directory, or 'latest' for the newest under flink.checkpoint_dir",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     overrides: dict = {}
@@ -217,10 +323,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_schema:
         prepare_store(cfg)
     files = dict(kv.split("=", 1) for kv in args.source_files.split(",")) if args.source_files else None
-    env = build(cfg, parse_stop_offsets(args.stop_offsets), files)
+    restore = args.restore
+    if restore == "latest":
+        restore = str(latest_checkpoint(cfg.checkpoint_dir))
+    if restore:
+        log.info("restoring from checkpoint %s", restore)
+    env = build(cfg, parse_stop_offsets(args.stop_offsets), files, restore)
     log.info("starting job: models %s, ClickHouse %s", sorted(cfg.models), clickhouse.redact(cfg.clickhouse_url))
     result = env.execute("mlvigil-monitor")
-    print(f"mlvigil: job finished: net runtime {result.get_net_runtime()} ms", file=sys.stderr, flush=True)
+    try:
+        print(f"mlvigil: job finished: net runtime {result.get_net_runtime()} ms", file=sys.stderr, flush=True)
+    except Exception:  # detached submission (flink run -d): no result to report
+        pass
+    # Leave without the interpreter's teardown: chDB's native shutdown, after Python operators
+    # ran in this process (Flink's local mode), can crash on exit although all work is done.
+    # The Flink JVM goes with us (it watches its parent process).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
     return 0
 
 

@@ -29,7 +29,13 @@ def compile_catalog(cfg: Config) -> dict:
                     "prediction": prof.get("prediction", []),
                 }
             )
-        models[model_id] = {"segments": m.segments, "versions": versions}
+        models[model_id] = {
+            "segments": m.segments,
+            "versions": versions,
+            "task": m.task,
+            "positive_label": m.positive_label,
+            "threshold": m.threshold,
+        }
     return {
         "window_ms": cfg.window_ms,
         "min_event_ms": MIN_EVENT_MS,

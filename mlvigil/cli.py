@@ -1,4 +1,4 @@
-"""mlvigil command line: run, demo, profile, replay, broker."""
+"""mlvigil command line: run, demo, profile, replay, broker, history, report."""
 
 import argparse
 import json
@@ -88,6 +88,32 @@ def cmd_broker(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import history
+
+    try:
+        return history.cli(args)
+    except (ValueError, RuntimeError, TimeoutError) as e:  # bad arguments, missing views, store locked
+        print(f"mlvigil history: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import report
+
+    try:
+        return report.cli(args)
+    except (ValueError, RuntimeError, TimeoutError) as e:
+        print(f"mlvigil report: {e}", file=sys.stderr)
+        return 2
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the job's config file (its clickhouse.url and database)")
+    p.add_argument("--clickhouse-url", help="chdb:///dir or http(s)://user@host:8123 (overrides the config's)")
+    p.add_argument("--database", help="default: the config's, else mlvigil")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mlvigil", description="streaming monitor for ML models")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -128,11 +154,42 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--partitions", type=int, default=4)
     b.add_argument("--topic", action="append")
 
+    from mlvigil.history import METRICS
+
+    h = sub.add_parser("history", help="print a metric's series (minutes, hourly or daily rollups) from ClickHouse")
+    _store_args(h)
+    h.add_argument("--model", required=True)
+    h.add_argument("--version", help="default: every version, one series each")
+    h.add_argument("--segment", help="default: * (all traffic); e.g. user_type=new")
+    h.add_argument("--feature", help="default: every feature, one series each (feature metrics)")
+    h.add_argument("--metric", required=True, choices=sorted(METRICS), metavar="METRIC",
+                   help="one of: " + ", ".join(sorted(METRICS)))  # fmt: skip
+    h.add_argument(
+        "--from",
+        dest="from_",
+        metavar="TIME",
+        help="ISO 8601 (UTC unless an offset is given), or now-7d, now-12h (default: --to - 1 day)",
+    )
+    h.add_argument("--to", default="now", metavar="TIME", help="ISO 8601, or now (default)")
+    h.add_argument("--granularity", choices=["auto", "minute", "hour", "day"], default="auto",
+                   help="auto: minutes up to 2 days, hours up to 60 days, else days")  # fmt: skip
+    h.add_argument("--format", choices=["table", "csv"], default="table")
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report (overview, data drift, performance)")
+    _store_args(rp)
+    rp.add_argument("--model", required=True)
+    rp.add_argument("--from", dest="from_", metavar="TIME", help="as for history (default: --to - 1 day)")
+    rp.add_argument("--to", default="now", metavar="TIME")
+    rp.add_argument("--granularity", choices=["auto", "minute", "hour", "day"], default="auto")
+    rp.add_argument("--out", required=True, help="the HTML file to write")
+
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
         return cmd_run(argparse.Namespace(), argv[1:])
     args = ap.parse_args(argv)
-    return {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker}[args.cmd](args, [])
+    commands = {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker,
+                "history": cmd_history, "report": cmd_report}  # fmt: skip
+    return commands[args.cmd](args, [])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ password comes from MLVIGIL_CLICKHOUSE_PASSWORD, never from the URL or config in
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "sql" / "clickhouse"
 _LOCKED_MARKERS = ("EmbeddedServer", "Cannot lock", "already running", "BAD_ARGUMENTS")
+# One embedded session at a time per process: Flink's local mode runs every Python operator
+# (writer, alert delivery thread) in one process, and chDB does not survive concurrent
+# open/close from several threads.
+_EMBEDDED_LOCK = threading.RLock()
 
 
 def is_embedded(url: str) -> bool:
@@ -59,6 +64,17 @@ def _open(url: str) -> Any:
 @contextmanager
 def client(url: str, timeout_s: float = 120.0):
     """A client; for chDB, waits (backoff + jitter) while another process holds the directory."""
+    if not is_embedded(url):
+        with _client(url, timeout_s) as c:
+            yield c
+        return
+    with _EMBEDDED_LOCK:
+        with _client(url, timeout_s) as c:
+            yield c
+
+
+@contextmanager
+def _client(url: str, timeout_s: float):
     delay, deadline = 0.02, time.monotonic() + timeout_s
     while True:
         try:

@@ -48,12 +48,30 @@ def _expand_env(value: Any) -> Any:
     return value
 
 
+TASKS = ("classification", "regression")
+
+
+def category_text(value: Any) -> str:
+    """A label as the job compares it: booleans true/false, integral numbers without '.0'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
 @dataclass
 class ModelConfig:
     model_id: str
     segments: list[str]
     profiles: dict[str, dict]
     """version (or "*" for any other version) -> loaded profile."""
+    task: str = "classification"
+    """How labels are scored: classification (binary with positive_label, else multi-class) or regression."""
+    positive_label: str | None = None
+    """Category text of the positive class; None = multi-class (macro averages)."""
+    threshold: float = 0.5
+    """Binary: a prediction without predicted_label is positive when score >= threshold."""
 
 
 @dataclass
@@ -79,6 +97,15 @@ class Config:
     restart_attempts: int
     source_path: Path | None = None
     raw: dict = field(default_factory=dict)
+    quality_enabled: bool = True
+    """Read the labels stream and compute model quality (sql/flink/027_quality.sql)."""
+    label_lateness_ms: int = 86_400_000
+    """L: a label joins its prediction when it comes at most this long (event time) after it."""
+    label_skew_ms: int = 5_000
+    """...or at most this long before it (clocks of different services disagree)."""
+    label_state_ttl_ms: int = 90_000_000
+    """Idle state retention of the label de-duplication and the quality aggregates (default L + 1 h)."""
+    state_backend: str = "hashmap"
 
 
 DEFAULT_TOPICS = {
@@ -119,13 +146,29 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
             profiles[str(version)] = load_profile(p if p.is_absolute() else base_dir / p)
         if not profiles:
             raise ValueError(f"model {model_id!r} has no profiles")
-        models[str(model_id)] = ModelConfig(str(model_id), [str(s) for s in m.get("segments", [])], profiles)
+        task = str(m.get("task", "classification"))
+        if task not in TASKS:
+            raise ValueError(f"model {model_id!r}: task must be one of {TASKS}, not {task!r}")
+        positive = m.get("positive_label")
+        models[str(model_id)] = ModelConfig(
+            str(model_id),
+            [str(s) for s in m.get("segments", [])],
+            profiles,
+            task=task,
+            positive_label=None if positive is None or task == "regression" else category_text(positive),
+            threshold=float(m.get("threshold", 0.5)),
+        )
     if not models:
         raise ValueError("the config monitors no models")
     url = ch.get("url", "chdb://./var/clickhouse")
     if url.startswith("chdb://") and not url.startswith("chdb:///"):
         url = "chdb:///" + str((base_dir / url[len("chdb://") :]).resolve()).lstrip("/")
     ckpt = flink.get("checkpoint_dir", "./var/checkpoints")
+    labels = raw.get("labels", {})
+    lateness_ms = duration_ms(labels.get("lateness", "24h"))
+    backend = str(flink.get("state_backend", "hashmap"))
+    if backend not in ("hashmap", "rocksdb"):
+        raise ValueError(f"flink.state_backend must be hashmap or rocksdb, not {backend!r}")
     return Config(
         bootstrap_servers=str(kafka.get("bootstrap_servers", "127.0.0.1:9092")),
         topics={**DEFAULT_TOPICS, **kafka.get("topics", {})},
@@ -148,4 +191,9 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         restart_attempts=int(flink.get("restart_attempts", 3)),
         source_path=source_path,
         raw=raw,
+        quality_enabled=bool(labels.get("enabled", True)),
+        label_lateness_ms=lateness_ms,
+        label_skew_ms=duration_ms(labels.get("skew", "5s")),
+        label_state_ttl_ms=duration_ms(labels.get("state_ttl", lateness_ms / 1000 + 3600)),
+        state_backend=backend,
     )

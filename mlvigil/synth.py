@@ -84,9 +84,12 @@ def traffic(
     models: tuple[str, ...] = MODELS,
     seed: int = 11,
     jitter_ms: int = 2000,
+    prediction_segments: bool = False,
 ) -> Traffic:
     """Feature and prediction events per model and minute; events within a minute are spread
-    evenly and shuffled by up to jitter_ms, so they arrive a little out of order."""
+    evenly and shuffled by up to jitter_ms, so they arrive a little out of order. With
+    prediction_segments, predictions carry the request's segments too (model quality is
+    segmented by the prediction's segments)."""
     rng = np.random.default_rng(seed)
     feats, preds = [], []
     for minute in range(minutes):
@@ -111,6 +114,8 @@ def traffic(
                               "segments": seg, "features": values})  # fmt: skip
                 pred = {"request_id": rid, "model_id": model, "model_version": "v1", "event_time": t,
                         "latency_ms": round(float(latency[i]), 3), "status": "ok"}  # fmt: skip
+                if prediction_segments:
+                    pred["segments"] = dict(seg)
                 if errors[i]:
                     pred.update(status="error", error_code="TIMEOUT")
                 else:
@@ -118,3 +123,72 @@ def traffic(
                 preds.append(pred)
     order = lambda evs: sorted(evs, key=lambda e: e["event_time"] + int(rng.integers(0, jitter_ms + 1)))  # noqa: E731
     return Traffic(order(feats), order(preds))
+
+
+# Ground truth for the model-quality layer. recsys labels are clicks, known within a minute or
+# two; fraud labels are chargebacks, known hours to days later. Before the drift minute recsys's
+# scores are calibrated (a click happens with probability = score); from it on, users click more
+# than the model learnt (the true log-odds are the score's + CONCEPT_SHIFT), so accuracy falls.
+CONCEPT_SHIFT = 2.5
+POSITIVE_LABEL = {"recsys": 1, "fraud": 1}
+
+
+def default_delays(model: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Label delay after the prediction, in ms: clicks about 20 s, chargebacks 1 h to 2 days."""
+    if model == "recsys":
+        return rng.exponential(20_000, n).astype(np.int64)
+    return rng.integers(3_600_000, 172_800_000, n)
+
+
+def labels(
+    predictions: list[dict],
+    start_ms: int,
+    drift_minute: int | None = None,
+    coverage: float = 0.9,
+    delays=default_delays,
+    duplicate_rate: float = 0.0,
+    orphan_rate: float = 0.0,
+    seed: int = 13,
+    jitter_ms: int = 2000,
+) -> list[dict]:
+    """Label events (schemas/label_event.v1.json) for a share `coverage` of the predictions.
+
+    A label's event_time is its prediction's plus a delay (delays(model, rng, n) -> ms). A
+    share duplicate_rate of the labels is sent twice (the copy 0 to 60 s later, with the label
+    flipped: the first one must win), and orphan_rate labels name requests that never existed.
+    The result is ordered by event time, shuffled by up to jitter_ms, as outcomes arrive.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    by_model: dict[str, list[dict]] = {}
+    for p in predictions:
+        by_model.setdefault(p["model_id"], []).append(p)
+    for model, preds in by_model.items():
+        chosen = [p for p, keep in zip(preds, rng.random(len(preds)) < coverage, strict=True) if keep]
+        delay = delays(model, rng, len(chosen))
+        u = rng.random(len(chosen))
+        extra = rng.random(len(chosen))
+        for p, d, ui, ei in zip(chosen, delay, u, extra, strict=True):
+            s = p.get("score")
+            true_p = 0.3 if s is None else s
+            minute = (p["event_time"] - start_ms) // 60_000
+            if model == "recsys" and drift_minute is not None and minute >= drift_minute:
+                z = math.log(max(true_p, 1e-9) / max(1 - true_p, 1e-9)) + CONCEPT_SHIFT
+                true_p = 1 / (1 + math.exp(-z))
+            y = int(ui < true_p)
+            ev = {"request_id": p["request_id"], "model_id": model, "event_time": int(p["event_time"] + d), "label": y}
+            if model == "recsys":
+                converted = bool(y) and bool(ei < 0.25)
+                ev["outcomes"] = {"clicked": bool(y), "converted": converted,
+                                  "revenue": round(5 + 40 * float(ei), 2) if converted else 0.0}  # fmt: skip
+            out.append(ev)
+    for ev in [e for e, dup in zip(out, rng.random(len(out)) < duplicate_rate, strict=True) if dup]:
+        out.append(dict(ev, label=1 - ev["label"], event_time=ev["event_time"] + int(rng.integers(0, 60_001))))
+    if predictions and orphan_rate > 0:
+        times = [p["event_time"] for p in predictions]
+        n_orphans = int(round(orphan_rate * len(out)))
+        for i in range(n_orphans):
+            model = MODELS[i % len(MODELS)]
+            t = int(rng.integers(min(times), max(times) + 1)) + int(rng.integers(0, 120_000))
+            out.append({"request_id": f"orphan-{i}", "model_id": model, "event_time": t, "label": int(i % 2)})
+    return sorted(out, key=lambda e: e["event_time"] + int(rng.integers(0, jitter_ms + 1)))

@@ -9,12 +9,13 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import orjson
-from pyflink.common import Types
+from pyflink.common import RowKind, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.functions import FlatMapFunction
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from mlvigil import clickhouse
+from mlvigil.alert_operators import ALERT_COLUMNS
 from mlvigil.finalize import (
     DEAD_LETTER_COLUMNS,
     FEATURE_COLUMNS,
@@ -24,6 +25,7 @@ from mlvigil.finalize import (
     service_row,
     window_rows,
 )
+from mlvigil.quality import QUALITY_COLUMNS, quality_rows
 
 log = logging.getLogger("mlvigil.writer")
 
@@ -40,6 +42,8 @@ class FinishRows(FlatMapFunction):
         self.catalog = catalog
 
     def flat_map(self, r):
+        if r.get_row_kind() in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
+            return  # job_outputs is a changelog: an update's new row (UPDATE_AFTER) is the latest value
         now = now_utc()
         kind = r["kind"]
         if kind == "dead_letter":
@@ -56,6 +60,9 @@ class FinishRows(FlatMapFunction):
             return
         ws, we = _utc(r["window_start"]), _utc(r["window_end"])
         model, version = r["model_id"], r["model_version"]
+        if kind == "quality":
+            yield ("quality_metrics", quality_rows(r["stats"], ws, we, model, version, r["events"], now))
+            return
         rows = window_rows(r["stats"], self.catalog, kind, ws, we, model, version, now)
         yield ("feature_metrics", rows)
         yield ("window_events", [[ws, we, kind, model, version, r["events"], now]])
@@ -90,6 +97,8 @@ COLUMNS = {
     "service_metrics": SERVICE_COLUMNS,
     "window_events": WINDOW_EVENT_COLUMNS,
     "dead_letters": DEAD_LETTER_COLUMNS,
+    "quality_metrics": QUALITY_COLUMNS,
+    **ALERT_COLUMNS,
 }
 
 

@@ -63,4 +63,12 @@ if ! command -v prometheus-alertmanager >/dev/null && command -v apt-get >/dev/n
   echo "setup: installing prometheus-alertmanager (apt)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null
 fi
+
+# Headless Chromium renders `mlvigil report` pages in tests/integration/test_report.py (Debian's
+# package; only when missing and apt is there).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing chromium (apt, for the report test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 echo "setup: ready ($root/.venv)"

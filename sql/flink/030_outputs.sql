@@ -1,5 +1,8 @@
 -- Everything the job writes, as one union so the sources are read once. kind says what a row
--- is: a features window, a predictions window, or a dead letter (invalid or late event).
+-- is: a features window, a predictions window, or a dead letter (invalid or late event); with
+-- labels enabled also 'quality' (model quality of a predictions window, re-emitted as labels
+-- arrive: an updating stream) and label dead letters (jobs/monitor.py appends 027_quality.sql's
+-- quality_outputs, or nothing).
 CREATE TEMPORARY VIEW features_windows AS
 SELECT window_start, window_end, model_id, model_version, COUNT(*) AS events,
        mlv_window_stats(packed) AS stats
@@ -58,4 +61,5 @@ SELECT 'dead_letter', CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS TIMESTAMP(3)), mo
        CAST(NULL AS STRING), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS ARRAY<DOUBLE>),
        CAST(NULL AS STRING), source_stream, kind, reason_code, reason, kafka_topic, kafka_partition,
        kafka_offset, kafka_time, event_ms, payload
-FROM dead_letters;
+FROM dead_letters
+{quality_branch};

@@ -44,6 +44,11 @@ public final class EventDecoder {
         public String status;
         public String errorCode;
         public Double maxProbability;
+        /** Labels: String, Double or Boolean (category text or numeric target); null when absent. */
+        public Object label;
+        public Boolean clicked;
+        public Boolean converted;
+        public Double revenue;
 
         void reset() {
             reasonCode = null;
@@ -61,6 +66,10 @@ public final class EventDecoder {
             status = null;
             errorCode = null;
             maxProbability = null;
+            label = null;
+            clicked = null;
+            converted = null;
+            revenue = null;
         }
 
         boolean fail(String code, String why) {
@@ -78,7 +87,9 @@ public final class EventDecoder {
 
     public enum Stream {
         FEATURES("features"),
-        PREDICTIONS("predictions");
+        PREDICTIONS("predictions"),
+        /** Ground truth: request_id, model_id, event_time, label and optional outcomes. */
+        LABELS(null);
 
         final String valuesField;
 
@@ -232,6 +243,24 @@ public final class EventDecoder {
                 case "error_code":
                     e.errorCode = scalarText(p, t, e, name);
                     break;
+                case "label":
+                    if (stream != Stream.LABELS) {
+                        p.skipChildren();
+                    } else if (t == JsonToken.VALUE_NUMBER_INT || t == JsonToken.VALUE_NUMBER_FLOAT) {
+                        e.label = number(p, t, e, name);
+                    } else if (t == JsonToken.VALUE_TRUE || t == JsonToken.VALUE_FALSE) {
+                        e.label = t == JsonToken.VALUE_TRUE;
+                    } else {
+                        e.label = scalarText(p, t, e, name);
+                    }
+                    break;
+                case "outcomes":
+                    if (stream == Stream.LABELS) {
+                        readOutcomes(p, t, e);
+                    } else {
+                        p.skipChildren();
+                    }
+                    break;
                 default:
                     if (name.equals(stream.valuesField)) {
                         readValues(p, t, e, name);
@@ -352,6 +381,46 @@ public final class EventDecoder {
         }
     }
 
+    /** outcomes: {clicked: bool, converted: bool, revenue: number}; other keys are ignored. */
+    private static void readOutcomes(JsonParser p, JsonToken t, Event e) throws IOException {
+        if (t == JsonToken.VALUE_NULL) {
+            return;
+        }
+        if (t != JsonToken.START_OBJECT) {
+            e.fail("wrong_type", "outcomes must be an object");
+            p.skipChildren();
+            return;
+        }
+        while (p.nextToken() == JsonToken.FIELD_NAME) {
+            String key = p.getCurrentName();
+            JsonToken vt = p.nextToken();
+            switch (key) {
+                case "clicked":
+                    e.clicked = bool(p, vt, e, "outcomes.clicked");
+                    break;
+                case "converted":
+                    e.converted = bool(p, vt, e, "outcomes.converted");
+                    break;
+                case "revenue":
+                    e.revenue = number(p, vt, e, "outcomes.revenue");
+                    break;
+                default:
+                    p.skipChildren();
+            }
+        }
+    }
+
+    private static Boolean bool(JsonParser p, JsonToken t, Event e, String name) throws IOException {
+        if (t == JsonToken.VALUE_TRUE || t == JsonToken.VALUE_FALSE) {
+            return t == JsonToken.VALUE_TRUE;
+        }
+        if (t != JsonToken.VALUE_NULL) {
+            e.fail("wrong_type", name + " must be a boolean");
+            p.skipChildren();
+        }
+        return null;
+    }
+
     private static void readProbabilities(JsonParser p, JsonToken t, Event e) throws IOException {
         if (t == JsonToken.VALUE_NULL) {
             return;
@@ -389,12 +458,14 @@ public final class EventDecoder {
             e.fail("missing_field", "request_id is missing");
         } else if (e.modelId == null) {
             e.fail("missing_field", "model_id is missing");
-        } else if (e.modelVersion == null) {
+        } else if (e.modelVersion == null && stream != Stream.LABELS) {
             e.fail("missing_field", "model_version is missing");
         } else if (e.eventMs == Long.MIN_VALUE) {
             e.fail("missing_field", "event_time is missing");
         } else if (stream == Stream.FEATURES && !e.sawValues) {
             e.fail("missing_field", "features is missing");
+        } else if (stream == Stream.LABELS && e.label == null) {
+            e.fail("missing_field", "label is missing");
         }
         if (!e.ok()) {
             return;
@@ -415,6 +486,13 @@ public final class EventDecoder {
         MonitorCatalog.Model m = c.models.get(e.modelId);
         if (m == null) {
             e.fail("unknown_model", "model_id '" + clip(e.modelId) + "' is not monitored");
+            return;
+        }
+        if (stream == Stream.LABELS) {
+            // A label is joined to its prediction, whose version it takes: no profile needed.
+            if (m.regression && !(e.label instanceof Double)) {
+                e.fail("wrong_type", "label must be a number: model '" + clip(e.modelId) + "' is a regression");
+            }
             return;
         }
         if (m.profileFor(e.modelVersion) == null) {

@@ -107,12 +107,21 @@ public final class MonitorCatalog {
         }
     }
 
-    /** A monitored model: its segment dimensions and the profile of each version. */
+    /**
+     * A monitored model: its segment dimensions, the profile of each version, and how its
+     * labels are scored (model quality): a regression, or a classification that is binary when
+     * a positive label is configured (else multi-class, macro-averaged).
+     */
     public static final class Model {
         public final String id;
         public final String[] segments;
         public final Map<String, Profile> byVersion = new HashMap<>();
         public Profile fallback;
+        public boolean regression;
+        /** Category text of the positive class (binary classification), or null (multi-class). */
+        public String positiveLabel;
+        /** Binary: a prediction without predicted_label is positive when score >= threshold. */
+        public double threshold = 0.5;
 
         Model(String id, String[] segments) {
             this.id = id;
@@ -155,6 +164,10 @@ public final class MonitorCatalog {
                 segNames[i] = segs.get(i).asText();
             }
             Model model = new Model(id, segNames);
+            model.regression = "regression".equals(m.path("task").asText("classification"));
+            JsonNode pos = m.path("positive_label");
+            model.positiveLabel = pos.isNull() || pos.isMissingNode() ? null : pos.asText();
+            model.threshold = m.path("threshold").asDouble(0.5);
             JsonNode versions = m.get("versions");
             versions.fieldNames().forEachRemaining(v -> {
                 Profile p = profiles.get(versions.get(v).asInt());

@@ -16,12 +16,18 @@ import org.apache.flink.types.Row;
  * mlv_parse(payload, stream, kafka_ts): validates one raw Kafka record and emits exactly one row.
  * Valid rows carry the monitored columns packed for mlv_window_stats (see WindowStatsFunction);
  * invalid rows carry a reason code and text for the dead-letter sinks. One JSON pass per event.
+ *
+ * For model quality (mlv_quality_stats): valid predictions also carry score (score, else the
+ * largest probability) and predicted_label as category text; valid labels (stream "labels")
+ * carry label (category text), label_value (the label when it is a number), clicked, converted
+ * and revenue, and no packed columns. The other columns of a row are null.
  */
 @FunctionHint(
         output = @DataTypeHint(
                 "ROW<ok BOOLEAN, reason_code STRING, reason STRING, request_id STRING, model_id STRING,"
                         + " model_version STRING, event_ms BIGINT, is_error BOOLEAN, latency_ms DOUBLE,"
-                        + " packed BYTES>"))
+                        + " packed BYTES, score DOUBLE, predicted_label STRING, label STRING,"
+                        + " label_value DOUBLE, clicked BOOLEAN, converted BOOLEAN, revenue DOUBLE>"))
 public class ParseEventFunction extends TableFunction<Row> {
     static final byte MISSING = 0;
     static final byte NUMBER = 1;
@@ -75,21 +81,33 @@ public class ParseEventFunction extends TableFunction<Row> {
     }
 
     private Row parse(byte[] payload, String stream, Instant kafkaTs) {
-        EventDecoder.Stream s = "predictions".equals(stream)
-                ? EventDecoder.Stream.PREDICTIONS : EventDecoder.Stream.FEATURES;
+        EventDecoder.Stream s = "predictions".equals(stream) ? EventDecoder.Stream.PREDICTIONS
+                : "labels".equals(stream) ? EventDecoder.Stream.LABELS : EventDecoder.Stream.FEATURES;
         EventDecoder.Event e = decoder.decode(payload, s, kafkaTs, catalog);
         byte[] packed = null;
-        if (e.ok()) {
+        if (e.ok() && s != EventDecoder.Stream.LABELS) {
             MonitorCatalog.Model m = catalog.models.get(e.modelId);
             packed = pack(e, m, m.profileFor(e.modelVersion), s);
         }
         if (!e.ok()) {
             return Row.of(false, e.reasonCode, e.reason, e.requestId, e.modelId, e.modelVersion,
-                    e.eventMs == Long.MIN_VALUE ? null : e.eventMs, null, null, null);
+                    e.eventMs == Long.MIN_VALUE ? null : e.eventMs, null, null, null,
+                    null, null, null, null, null, null, null);
+        }
+        if (s == EventDecoder.Stream.LABELS) {
+            Double value = e.label instanceof Double ? (Double) e.label : null;
+            return Row.of(true, null, null, e.requestId, e.modelId, e.modelVersion, e.eventMs, null, null,
+                    null, null, null, categoryText(e.label), value, e.clicked, e.converted, e.revenue);
         }
         boolean isError = "error".equals(e.status) || e.errorCode != null;
+        Double score = null;
+        String predicted = null;
+        if (s == EventDecoder.Stream.PREDICTIONS) {
+            score = e.score != null ? e.score : e.maxProbability;
+            predicted = e.predictedLabel == null ? null : categoryText(e.predictedLabel);
+        }
         return Row.of(true, null, null, e.requestId, e.modelId, e.modelVersion, e.eventMs,
-                isError, e.latencyMs, packed);
+                isError, e.latencyMs, packed, score, predicted, null, null, null, null, null);
     }
 
     /** Packs the profile's columns in profile order; fails the event on a type mismatch. */

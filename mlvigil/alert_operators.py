@@ -1,0 +1,238 @@
+"""Alerting in the Flink job: the engine's state in keyed state, delivery off the hot path.
+
+    finished metric rows ─▶ AlertInput (rows -> engine rows, per model) ─▶ key_by(model_id)
+        ─▶ AlertProcessor (AlertEngine; state = Flink ValueState; event-time timers)
+        ─▶ AlertDelivery (parallelism 1; Deliverer thread; ActionRunner) ─▶ ClickHouse writer
+
+The engine is driven by event time (window ends and watermark timers), so a replay from a
+checkpoint recomputes the same notifications with the same ids; AlertDelivery asks ClickHouse
+(`alert_deliveries`) before sending and the receivers get an Idempotency-Key, so nothing already
+delivered is sent again. A slow or dead receiver never blocks metrics: delivery runs in a
+background thread with a bounded queue and retries with backoff.
+"""
+
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream.functions import FlatMapFunction
+from pyflink.datastream.state import ValueStateDescriptor
+
+from mlvigil import clickhouse
+from mlvigil.alerting.actions import ActionRunner
+from mlvigil.alerting.delivery import Deliverer
+from mlvigil.alerting.engine import AlertEngine, Notification
+from mlvigil.alerting.rules import load_config
+from mlvigil.finalize import FEATURE_COLUMNS, SERVICE_COLUMNS
+
+log = logging.getLogger("mlvigil.alerts")
+
+ALERT_COLUMNS = {
+    "alerts": [
+        "notification_id", "window_end", "status", "severity", "receiver", "model_id", "model_version",
+        "segment", "group_key", "title", "text", "alerts", "actions", "created_at",
+    ],
+    "alert_deliveries": ["notification_id", "receiver", "attempt", "status", "http_status", "error", "attempted_at"],
+}  # fmt: skip
+END_OF_INPUT = 2**63 - 1  # Flink's final watermark
+LAYERS = {"feature_metrics": "data", "service_metrics": "service", "quality_metrics": ["model", "business"]}
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertInput(FlatMapFunction):
+    """(table, rows) from FinishRows -> (model_id, window_end_ms, [engine row dicts]).
+
+    Adds what the engine's root-cause text needs from the reference profile: the feature's
+    importance (1 when the profile has none) and reference mean."""
+
+    def __init__(self, catalog: dict, columns: dict[str, list[str]]):
+        self.catalog = catalog
+        self.columns = columns
+
+    def open(self, ctx) -> None:
+        self.reference = {}
+        for prof in self.catalog["profiles"]:
+            for prefix, cols in (("", prof["features"]), ("prediction:", prof.get("prediction", []))):
+                for c in cols:
+                    self.reference[(prof["model"], prof["version"], prefix + c["name"])] = c
+
+    def _column(self, model: str, version: str, feature: str) -> dict | None:
+        versions = self.catalog["models"].get(model, {}).get("versions", {})
+        v = version if version in versions else "*"
+        return self.reference.get((model, v, feature))
+
+    def flat_map(self, value):
+        table, rows = value
+        layer = LAYERS.get(table)
+        if layer is None or not rows:
+            return
+        names = self.columns[table]
+        by_model: dict[tuple[str, int], list[dict]] = {}
+        for r in rows:
+            d = dict(zip(names, r, strict=True))
+            d["layer"] = layer
+            if table == "feature_metrics":
+                ref = self._column(d["model_id"], d["model_version"], d["feature"]) or {}
+                d["importance"] = ref.get("importance", 1.0)
+                if "mean" in ref:
+                    d["reference_mean"] = ref["mean"]
+            for k in ("window_start", "window_end", "computed_at"):
+                if isinstance(d.get(k), datetime):
+                    d[k] = _ms(d[k])
+            by_model.setdefault((d["model_id"], d["window_end"]), []).append(d)
+        for (model, window_end), batch in by_model.items():
+            yield model, window_end, batch
+
+
+class AlertProcessor(KeyedProcessFunction):
+    """Runs the AlertEngine per model (its state: one JSON value in Flink keyed state), stores
+    each notification, hands it to the Deliverer thread and runs the planned actions.
+
+    Notifications and delivery records go straight to ClickHouse from here (they are rare), so
+    this branch has no edge back into the metrics writer and cannot hold it up."""
+
+    def __init__(self, alerting: dict | str | None, url: str, database: str, dry_run_actions: bool = False):
+        self.alerting = alerting
+        self.url = url
+        self.database = database
+        self.dry_run_actions = dry_run_actions
+
+    def open(self, ctx: RuntimeContext) -> None:
+        cfg = load_config(self.alerting or {"use_default_rules": True})
+        self.engine = AlertEngine(
+            cfg.rules,
+            cfg.routing,
+            correlation_window_ms=cfg.correlation_window_ms,
+            resolve_stale_ms=cfg.resolve_stale_ms,
+        )
+        self.runner = ActionRunner(cfg.actions, dry_run=self.dry_run_actions)
+        self.state = ctx.get_state(ValueStateDescriptor("alert_engine", Types.STRING()))
+        self.last_rows = ctx.get_state(ValueStateDescriptor("last_rows", Types.LONG()))
+        self.flush_timer = ctx.get_state(ValueStateDescriptor("flush_timer", Types.LONG()))
+        # At the end of a bounded run the watermark jumps to +inf: flush what falls due soon
+        # after the last data (group_wait, the correlation hold, one group_interval) instead of
+        # simulating hours of silence (repeats, stale resolutions).
+        self.end_horizon_ms = cfg.correlation_window_ms + cfg.routing.group_wait_ms + cfg.routing.group_interval_ms
+        self.records: list[list] = []
+        self.lock = threading.Lock()
+        self.delivered_before = self._load_delivered()
+        self.deliverer = Deliverer(
+            cfg.routing.receivers, on_attempt=self._attempt, already_delivered=self.delivered_before.__contains__
+        )
+
+    def _load_delivered(self) -> set[str]:
+        """Notifications delivered by earlier runs (before a restart), read once here: the
+        delivery thread itself never touches the store."""
+        rows = clickhouse.query_rows(
+            self.url,
+            f"SELECT DISTINCT notification_id FROM {self.database}.alert_deliveries"
+            " WHERE status = 'delivered' AND attempted_at > now() - INTERVAL 30 DAY",
+        )
+        return {r[0] for r in rows}
+
+    def _attempt(self, nid, receiver, attempt, status, http_status, error) -> None:
+        with self.lock:
+            self.records.append([nid, receiver, attempt, status, http_status, error, _now()])
+
+    def _action_record(self, nid: str, rec: dict) -> None:
+        with self.lock:
+            self.records.append(
+                [nid, f"action:{rec.get('action', '?')}", 0, rec.get("status", "?"), None, rec.get("error"), _now()]
+            )
+
+    def _store(self, alerts: list[list]) -> None:
+        with self.lock:
+            records, self.records = self.records, []
+
+        def write(c) -> None:
+            if alerts:
+                c.insert("alerts", alerts, column_names=ALERT_COLUMNS["alerts"], database=self.database)
+            if records:
+                c.insert(
+                    "alert_deliveries", records, column_names=ALERT_COLUMNS["alert_deliveries"], database=self.database
+                )
+
+        if alerts or records:
+            clickhouse.run(self.url, write)
+
+    def _load(self) -> dict:
+        raw = self.state.value()
+        return json.loads(raw) if raw else {}
+
+    def _handle(self, st: dict, notes: list[Notification], ctx) -> None:
+        alerts = []
+        for n in notes:
+            labels = n.group_labels
+            alerts.append([
+                n.id, datetime.fromtimestamp(n.window_end_ms / 1000, UTC), n.status, n.severity, n.receiver,
+                labels.get("model_id", ""), labels.get("model_version", ""), labels.get("segment", ""), n.group_key,
+                n.title, n.text, json.dumps(n.alerts), list(n.actions), _now(),
+            ])  # fmt: skip
+            self.deliverer.submit(n)
+            if n.actions and n.status == "firing":
+                planned, skipped = self.runner.plan(n, st)
+                for rec in skipped:
+                    self._action_record(n.id, rec)
+                for req in planned:
+                    self._action_record(n.id, self.runner.execute(req))
+        self.state.update(json.dumps(st, separators=(",", ":")))
+        self._store(alerts)
+        ts = ctx.timer_service()
+        due = self.engine.next_due_ms(st)
+        if due is not None:
+            last = self.last_rows.value()
+            ended = ts.current_watermark() >= END_OF_INPUT - 1
+            if not ended or (last is not None and due <= last + self.end_horizon_ms):
+                ts.register_event_time_timer(due)
+        if notes:
+            # Store the delivery records as they come in, and all of them at the end of a
+            # bounded run (a timer that only the final watermark reaches).
+            ts.register_event_time_timer(END_OF_INPUT - 1)
+            if self.flush_timer.value() is None:
+                at = ts.current_processing_time() + 1000
+                ts.register_processing_time_timer(at)
+                self.flush_timer.update(at)
+
+    def process_element(self, value, ctx):
+        _, window_end, rows = value
+        last = self.last_rows.value()
+        self.last_rows.update(window_end if last is None else max(last, window_end))
+        st = self._load()
+        self._handle(st, self.engine.evaluate(st, rows, window_end), ctx)
+        return iter(())
+
+    def on_timer(self, timestamp, ctx):
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.flush_timer.clear()
+            self._store([])
+            if self.deliverer.pending():
+                at = ctx.timer_service().current_processing_time() + 1000
+                ctx.timer_service().register_processing_time_timer(at)
+                self.flush_timer.update(at)
+            return iter(())
+        st = self._load()
+        if timestamp >= END_OF_INPUT - 1:
+            self.deliverer.drain(timeout=60)
+            self._store([])
+            return iter(())
+        self._handle(st, self.engine.advance(st, timestamp), ctx)
+        return iter(())
+
+    def close(self) -> None:
+        deliverer = getattr(self, "deliverer", None)
+        if deliverer is not None:
+            deliverer.close()
+
+
+def engine_columns() -> dict[str, list[str]]:
+    return {"feature_metrics": FEATURE_COLUMNS, "service_metrics": SERVICE_COLUMNS}
