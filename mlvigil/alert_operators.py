@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.functions import FlatMapFunction
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from mlvigil import clickhouse
 from mlvigil.alerting.actions import ActionRunner
@@ -119,6 +119,7 @@ class AlertProcessor(KeyedProcessFunction):
         self.state = ctx.get_state(ValueStateDescriptor("alert_engine", Types.STRING()))
         self.last_rows = ctx.get_state(ValueStateDescriptor("last_rows", Types.LONG()))
         self.flush_timer = ctx.get_state(ValueStateDescriptor("flush_timer", Types.LONG()))
+        self.pending = ctx.get_list_state(ListStateDescriptor("pending_rows", Types.PICKLED_BYTE_ARRAY()))
         # At the end of a bounded run the watermark jumps to +inf: flush what falls due soon
         # after the last data (group_wait, the correlation hold, one group_interval) instead of
         # simulating hours of silence (repeats, stale resolutions).
@@ -169,7 +170,7 @@ class AlertProcessor(KeyedProcessFunction):
         raw = self.state.value()
         return json.loads(raw) if raw else {}
 
-    def _handle(self, st: dict, notes: list[Notification], ctx) -> None:
+    def _handle(self, st: dict, notes: list[Notification], ctx, register: bool = True) -> None:
         alerts = []
         for n in notes:
             labels = n.group_labels
@@ -189,12 +190,9 @@ class AlertProcessor(KeyedProcessFunction):
         self._store(alerts)
         ts = ctx.timer_service()
         due = self.engine.next_due_ms(st)
-        if due is not None:
-            last = self.last_rows.value()
-            ended = ts.current_watermark() >= END_OF_INPUT - 1
-            if not ended or (last is not None and due <= last + self.end_horizon_ms):
-                ts.register_event_time_timer(due)
-        if notes:
+        if due is not None and register:
+            ts.register_event_time_timer(due)
+        if notes and register:
             # Store the delivery records as they come in, and all of them at the end of a
             # bounded run (a timer that only the final watermark reaches).
             ts.register_event_time_timer(END_OF_INPUT - 1)
@@ -204,12 +202,39 @@ class AlertProcessor(KeyedProcessFunction):
                 self.flush_timer.update(at)
 
     def process_element(self, value, ctx):
+        # Rows reach this operator in no particular event-time order (windows of all keys fire
+        # together, quality windows come again as labels arrive), but the engine's clock is
+        # event time: hold each batch until the watermark passes its window end, then feed the
+        # batches in window order.
         _, window_end, rows = value
-        last = self.last_rows.value()
-        self.last_rows.update(window_end if last is None else max(last, window_end))
-        st = self._load()
-        self._handle(st, self.engine.evaluate(st, rows, window_end), ctx)
+        self.pending.add((window_end, rows))
+        ctx.timer_service().register_event_time_timer(window_end)
+        ctx.timer_service().register_event_time_timer(END_OF_INPUT - 1)
         return iter(())
+
+    def _feed_pending(self, st: dict, upto: int, ctx, register: bool = True) -> None:
+        batches = sorted(self.pending.get() or [], key=lambda b: b[0])
+        ready = [b for b in batches if b[0] <= upto]
+        if not ready:
+            return
+        self.pending.update([b for b in batches if b[0] > upto])
+        for window_end, rows in ready:
+            last = self.last_rows.value()
+            self.last_rows.update(window_end if last is None else max(last, window_end))
+            self._handle(st, self.engine.evaluate(st, rows, window_end), ctx, register)
+
+    def _finish(self, st: dict, ctx) -> None:
+        """The final watermark: feed what is left, then play the engine's timers that fall due
+        soon after the last data (group_wait, the correlation hold, one group_interval), rather
+        than hours of silence (repeats, stale resolutions); wait for the deliveries."""
+        self._feed_pending(st, END_OF_INPUT, ctx, register=False)
+        last = self.last_rows.value()
+        due = self.engine.next_due_ms(st)
+        while due is not None and last is not None and due <= last + self.end_horizon_ms:
+            self._handle(st, self.engine.advance(st, due), ctx, register=False)
+            due = self.engine.next_due_ms(st)
+        self.deliverer.drain(timeout=60)
+        self._store([])
 
     def on_timer(self, timestamp, ctx):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
@@ -222,9 +247,9 @@ class AlertProcessor(KeyedProcessFunction):
             return iter(())
         st = self._load()
         if timestamp >= END_OF_INPUT - 1:
-            self.deliverer.drain(timeout=60)
-            self._store([])
+            self._finish(st, ctx)
             return iter(())
+        self._feed_pending(st, timestamp, ctx)
         self._handle(st, self.engine.advance(st, timestamp), ctx)
         return iter(())
 

@@ -17,6 +17,7 @@ import orjson
 from mlvigil import clickhouse, synth
 from mlvigil.broker import LocalBroker, produce
 from mlvigil.profile import build_profile, save_profile
+from mlvigil.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_EVENTS = [
@@ -41,14 +42,35 @@ def write_profiles(workdir: Path, training_rows: int = 20_000) -> dict[str, Path
     return paths
 
 
-def write_config(workdir: Path, bootstrap: str, profiles: dict[str, Path]) -> Path:
+def alerting_config(webhook_url: str) -> dict:
+    """The article's default rules, plus a trend rule for accuracy, sent to a local "chat"."""
+    return {
+        "use_default_rules": True,
+        "rules": [
+            {"name": "accuracy_drop", "layer": "model", "metric": "accuracy", "severity": "warning",
+             "condition": {"baseline": "trailing:3", "change": "drop", "threshold": 0.10}, "min_samples": 200},
+        ],
+        "receivers": [{"name": "chat", "type": "generic", "url": webhook_url}],
+        "route": {"by_severity": {"critical": ["chat"], "warning": ["chat"], "info": ["log"]},
+                  "group_wait": "30s", "group_interval": "5m"},
+        "correlation_window": "3m",
+    }  # fmt: skip
+
+
+def write_config(workdir: Path, bootstrap: str, profiles: dict[str, Path], webhook_url: str) -> Path:
     cfg = {
         "kafka": {"bootstrap_servers": bootstrap, "startup_mode": "earliest-offset", "group_id": "mlvigil-demo"},
         "window": {"size": "1m", "out_of_orderness": "5s"},
         "models": {
-            model: {"segments": synth.SEGMENTS[model], "profiles": {"v1": str(profiles[model].resolve())}}
+            model: {
+                "segments": synth.SEGMENTS[model],
+                "profiles": {"v1": str(profiles[model].resolve())},
+                "positive_label": synth.POSITIVE_LABEL[model],
+            }
             for model in synth.MODELS
         },
+        "labels": {"lateness": "3d"},
+        "alerting": alerting_config(webhook_url),
         "clickhouse": {"url": f"chdb://{(workdir / 'clickhouse').resolve()}", "flush_interval": "500ms"},
         "flink": {"parallelism": 1, "checkpoint_dir": str((workdir / "checkpoints").resolve())},
     }
@@ -100,6 +122,16 @@ def show_results(url: str) -> None:
     print("\nservice layer: model, requests, mean error rate %, worst p95 ms, worst p99 ms")
     for r in svc:
         print("  ", *r)
+    acc = clickhouse.query_rows(
+        url,
+        """SELECT formatDateTime(window_start, '%H:%i'), labelled, accuracy, ctr
+           FROM mlvigil.quality_metrics FINAL
+           WHERE model_id = 'recsys' AND segment = '*' ORDER BY window_start""",
+    )
+    print("\nmodel layer, recsys: accuracy per minute from the late-arriving labels (clicks)")
+    print("minute  labelled  accuracy    ctr")
+    for m, n, a, c in acc:
+        print(f"{m}   {n:8}  {'-' if a is None else f'{a:.3f}':>8}  {'-' if c is None else f'{c:.3f}':>6}")
     dl = clickhouse.query_rows(
         url,
         "SELECT kind, reason_code, count() FROM mlvigil.dead_letters FINAL GROUP BY kind, reason_code ORDER BY kind, reason_code",
@@ -109,23 +141,32 @@ def show_results(url: str) -> None:
         print(f"   {r[0]:8} {r[1]:18} {r[2]}")
 
 
+def print_notification(msg: dict) -> None:
+    body = msg["body"]
+    print(
+        f"\n[chat] {body.get('title')}\n" + "\n".join("       " + line for line in str(body.get("text")).splitlines()),
+        flush=True,
+    )
+
+
 def main(workdir: Path, minutes: int, per_minute: int, drift_minute: int) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     for old in ("clickhouse", "checkpoints"):
         subprocess.run(["rm", "-rf", str(workdir / old)], check=True)
-    with LocalBroker(log_file=workdir / "broker.log") as broker:
+    hook = WebhookReceiver(on_message=print_notification)
+    with LocalBroker(log_file=workdir / "broker.log") as broker, hook:
         say("1/5", f"local Kafka-protocol broker (Tansu) on {broker.bootstrap}")
         for topic in ("mlvigil.features", "mlvigil.predictions", "mlvigil.labels", "mlvigil.dead-letters"):
             broker.create_topic(topic)
         say("2/5", "reference profiles from synthetic training data (recsys age bins = the article's buckets)")
         profiles = write_profiles(workdir)
-        config = write_config(workdir, broker.bootstrap, profiles)
+        config = write_config(workdir, broker.bootstrap, profiles, hook.url)
         start = (int(time.time() * 1000) // 60_000 - minutes - 1) * 60_000
         t = synth.traffic(start, minutes, per_minute, drift_minute=drift_minute)
         late = dict(t.features[0], request_id="late-1", event_time=start + 30_000)
-        say("3/5", f"producing {minutes} minutes x {per_minute} events/model/minute; drift in recsys from minute "
-                   f"{drift_minute} (ages 40/30/20/10 % -> 20/40/30/10 %, browsing 10 -> 2 min), "
-                   f"{len(BAD_EVENTS)} invalid events and 1 late one")  # fmt: skip
+        say("3/5", f"producing {minutes} minutes x {per_minute} events/model/minute with labels arriving late;"
+                   f" drift in recsys from minute {drift_minute} (ages 40/30/20/10 % -> 20/40/30/10 %, browsing"
+                   f" 10 -> 2 min, clicks no longer follow the score), {len(BAD_EVENTS)} invalid events, 1 late one")  # fmt: skip
         msg = lambda e: (e["request_id"].encode(), orjson.dumps(e), e["event_time"])  # noqa: E731
         ends = {
             "features": produce(
@@ -134,9 +175,17 @@ def main(workdir: Path, minutes: int, per_minute: int, drift_minute: int) -> int
                 [msg(e) for e in t.features] + [(None, b, None) for b in BAD_EVENTS] + [msg(late)],
             ),  # fmt: skip
             "predictions": produce(broker.bootstrap, "mlvigil.predictions", [msg(e) for e in t.predictions]),
+            "labels": produce(
+                broker.bootstrap,
+                "mlvigil.labels",
+                [msg(e) for e in synth.labels(t.predictions, start, drift_minute=drift_minute)],
+            ),  # fmt: skip
         }
-        say("4/5", "running the monitor job on Flink's local mini-cluster (it stops at the produced offsets)")
+        say("4/5", "running the monitor job on Flink's local mini-cluster (it stops at the produced offsets);"
+                   f" alerts go to a local chat webhook at {hook.url}")  # fmt: skip
         run_job(config, ends, workdir / "job.log")
+        if not hook.messages:
+            raise SystemExit("no alert reached the webhook; see the job log")
     say("5/5", f"results from the embedded ClickHouse at {workdir / 'clickhouse'}")
     show_results(f"chdb://{(workdir / 'clickhouse').resolve()}")
     return 0

@@ -210,7 +210,10 @@ class AlertEngine:
         if t["last"] is not None and t["last"] >= w:
             return  # this window (or a later one) was already evaluated: duplicate or late row
         obs = rule.observe(row, t["hist"])
-        t["last"] = w
+        if obs.evaluated:
+            # Only an evaluated window is final: quality rows come again as labels arrive, and a
+            # window with too few labels yet must be looked at again when it has enough.
+            t["last"] = w
         fp = fingerprint(rule.name, target)
         alert = self._alert(state, fp)
         if obs.evaluated and obs.hit:
