@@ -11,7 +11,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from throughput import machine, net_runtime_s, tree_rss_bytes  # noqa: E402
+from throughput import machine, net_runtime_s, run_measured  # noqa: E402
 
 from mlvigil.broker import LocalBroker, produce  # noqa: E402
 
@@ -55,20 +54,7 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(data / "clickhouse"), str(data / "checkpoints")], check=True)
         cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config),
                "--stop-offsets", json.dumps({s: {str(p): o for p, o in v.items()} for s, v in stop.items()})]  # fmt: skip
-        t1 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        peak = [0]
-
-        def sample() -> None:
-            while proc.poll() is None:
-                peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
-                time.sleep(0.2)
-
-        threading.Thread(target=sample, daemon=True).start()
-        err = proc.stderr.read()
-        if proc.wait() != 0:
-            sys.exit(f"job failed:\n{err[-3000:]}")
-        wall = time.monotonic() - t1
+        err, wall, peak = run_measured(cmd)
     net = net_runtime_s(err)
     result = {
         "label": args.label or f"{data.name}, from the broker",
@@ -79,7 +65,7 @@ def main() -> None:
         "wall_s": round(wall, 2),
         "events_per_s_net": round(events / net),
         "events_per_s_wall": round(events / wall),
-        "peak_rss_mb": round(peak[0] / 2**20),
+        "peak_rss_mb": round(peak / 2**20),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -93,7 +93,7 @@ def labels_for(preds: list[dict], seed: int = 2) -> list[dict]:
             y = int(u < p["score"])
             out.append({"request_id": p["request_id"], "model_id": p["model_id"], "event_time": p["event_time"] + int(d),
                         "label": y, "outcomes": {"clicked": bool(y), "converted": False, "revenue": 0.0}})  # fmt: skip
-    out += [dict(e, label=1 - e["label"]) for e in out[:: 50]]  # 2 % duplicates
+    out += [dict(e, label=1 - e["label"]) for e in out[::50]]  # 2 % duplicates
     out += [{"request_id": f"orphan{i}", "model_id": "recsys", "event_time": preds[i * 97 % len(preds)]["event_time"],
              "label": 0} for i in range(len(out) // 100)]  # fmt: skip
     return sorted(out, key=lambda e: e["event_time"] + int(rng.integers(0, 2000)))
@@ -206,8 +206,9 @@ def memory(args) -> None:
             produced = 0
             for i, total in enumerate(steps):
                 n = total - produced
-                # Event times in the last hour before now: none is older than L = 24 h.
-                evs = predictions(n, now - 60 * 60_000 + i * 60_000, minutes=5, seed=10 + i, prefix=f"s{i}r")
+                # Five minutes of event time per step, each after the last (none late), in the last
+                # hour before now: none is older than L = 24 h.
+                evs = predictions(n, now - 60 * 60_000 + i * 6 * 60_000, minutes=5, seed=10 + i, prefix=f"s{i}r")
                 produce(broker.bootstrap, "mlvigil.predictions",
                         [(e["request_id"].encode(), orjson.dumps(e), None) for e in evs])  # fmt: skip
                 produced = total
@@ -223,7 +224,7 @@ def memory(args) -> None:
                         got = 0
                     if got and got >= total:
                         break
-                    time.sleep(3)
+                    time.sleep(10)  # each look holds the embedded store, which the job's writer needs too
                 else:
                     sys.exit("the job did not count the predictions in time")
                 t = time.time()

@@ -64,6 +64,25 @@ def net_runtime_s(job_stderr: str) -> float:
     return int(m.group(1)) / 1000
 
 
+def run_measured(cmd: list[str]) -> tuple[str, float, int]:
+    """Runs the job; returns its stderr, wall seconds and the process tree's peak RSS in bytes."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    err = proc.stderr.read()
+    rc = proc.wait()
+    if rc != 0:
+        sys.exit(f"job failed ({rc}):\n{err[-3000:]}")
+    return err, time.monotonic() - t0, peak[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -77,21 +96,7 @@ def main() -> None:
            "--source-files", f"features={data / 'features.jsonl'},predictions={data / 'predictions.jsonl'}"]  # fmt: skip
     if args.parallelism:
         cmd += ["--parallelism", str(args.parallelism)]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
-            time.sleep(0.2)
-
-    threading.Thread(target=sample, daemon=True).start()
-    err = proc.stderr.read()
-    rc = proc.wait()
-    wall = time.monotonic() - t0
-    if rc != 0:
-        sys.exit(f"job failed ({rc}):\n{err[-3000:]}")
+    err, wall, peak = run_measured(cmd)
     net = net_runtime_s(err)
     result = {
         "label": args.label or data.name,
@@ -100,7 +105,7 @@ def main() -> None:
         "wall_s": round(wall, 2),
         "events_per_s_net": round(events / net),
         "events_per_s_wall": round(events / wall),
-        "peak_rss_mb": round(peak[0] / 2**20),
+        "peak_rss_mb": round(peak / 2**20),
         "source": "JSON-lines files",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),

@@ -22,7 +22,9 @@ def test_drift_alert_is_delivered_once(broker, topics, tmp_path):
     models = {}
     for m in synth.MODELS:
         edges = {"age": synth.AGE_EDGES} if m == "recsys" else None
-        save_profile(build_profile(synth.training_columns(m, 10_000), m, "v1", custom_edges=edges), tmp_path / f"{m}.json")
+        save_profile(
+            build_profile(synth.training_columns(m, 10_000), m, "v1", custom_edges=edges), tmp_path / f"{m}.json"
+        )
         models[m] = {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(tmp_path / f"{m}.json")}}
     t = synth.traffic(start, 5, 400, drift_minute=2, seed=21)
     msg = lambda e: (e["request_id"].encode(), orjson.dumps(e), None)  # noqa: E731

@@ -375,9 +375,10 @@ def check_against_reference(url: str, data: Dataset) -> dict:
     assert matched == verdicts["matched"]
     assert dead["orphan_label"] == verdicts["orphan_label"] and dead["duplicate_label"] == verdicts["duplicate_label"]
     assert dead["invalid"] == len(data.invalid) + data.markers
-    assert matched + dead["orphan_label"] + dead["duplicate_label"] + dead["invalid"] == len(data.labels) + len(
-        data.invalid
-    ) + data.markers
+    assert (
+        matched + dead["orphan_label"] + dead["duplicate_label"] + dead["invalid"]
+        == len(data.labels) + len(data.invalid) + data.markers
+    )
     assert sum(v["predictions"] for k, v in got.items() if k[3] == "*") == len(data.predictions)
     reasons = Counter(
         r[0]
