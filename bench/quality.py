@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from throughput import machine, net_runtime_s, tree_rss_bytes  # noqa: E402
+from throughput import machine, net_runtime_s, run_measured, tree_rss_bytes  # noqa: E402
 
 from mlvigil import clickhouse, synth  # noqa: E402
 from mlvigil.broker import LocalBroker, produce  # noqa: E402
@@ -102,20 +101,8 @@ def labels_for(preds: list[dict], seed: int = 2) -> list[dict]:
 def run_job(config: Path, stop: dict) -> dict:
     cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config), "--stop-offsets",
            json.dumps({s: {str(p): o for p, o in v.items()} for s, v in stop.items()})]  # fmt: skip
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
-            time.sleep(0.2)
-
-    threading.Thread(target=sample, daemon=True).start()
-    err = proc.stderr.read()
-    if proc.wait() != 0:
-        sys.exit(f"job failed:\n{err[-3000:]}")
-    return {"net_s": net_runtime_s(err), "wall_s": time.monotonic() - t0, "peak_rss_mb": round(peak[0] / 2**20)}
+    err, wall, peak = run_measured(cmd)
+    return {"net_s": net_runtime_s(err), "wall_s": wall, "peak_rss_mb": round(peak / 2**20)}
 
 
 def throughput(args) -> None:
