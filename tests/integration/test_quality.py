@@ -491,7 +491,7 @@ def test_restart_from_checkpoint_gives_the_same_numbers(broker, topics, tmp_path
             except AssertionError:
                 return False
 
-        wait_for(matches, 180, "the restored job to reach the reference", interval=3)
+        wait_for(matches, 420, "the restored job to reach the reference", interval=6)  # each look holds the store
         assert job.proc.poll() is None, f"the restored job died; log tail:\n{job.tail()}"
     finally:
         job.kill()
