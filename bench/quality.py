@@ -22,8 +22,10 @@ Results are appended to bench/results/quality.jsonl.
 
 import argparse
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -228,7 +230,7 @@ def memory(args) -> None:
                 print(point, flush=True)
                 points.append(point)
         finally:
-            subprocess.run(["kill", "-9", f"-{job.pid}"], capture_output=True)
+            os.killpg(job.pid, signal.SIGKILL)  # the driver and its JVM (a session of their own)
             job.wait()
     a, b = points[0], points[-1]
     per_m = {k: round((b[k] - a[k]) / (b["open_predictions"] - a["open_predictions"]) * 1e6 / 2**20, 1)
