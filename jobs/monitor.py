@@ -139,6 +139,8 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
         conf.set_string("table.exec.state.ttl", f"{cfg.label_state_ttl_ms} ms")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
+    for key, value in cfg.flink_conf.items():
+        conf.set_string(key, value)
     return conf
 
 

@@ -27,6 +27,7 @@ from mlvigil.alerting.delivery import Deliverer
 from mlvigil.alerting.engine import AlertEngine, Notification
 from mlvigil.alerting.rules import load_config
 from mlvigil.finalize import FEATURE_COLUMNS, SERVICE_COLUMNS
+from mlvigil.flush_schedule import FlushSchedule
 
 log = logging.getLogger("mlvigil.alerts")
 
@@ -118,7 +119,7 @@ class AlertProcessor(KeyedProcessFunction):
         self.runner = ActionRunner(cfg.actions, dry_run=self.dry_run_actions)
         self.state = ctx.get_state(ValueStateDescriptor("alert_engine", Types.STRING()))
         self.last_rows = ctx.get_state(ValueStateDescriptor("last_rows", Types.LONG()))
-        self.flush_timer = ctx.get_state(ValueStateDescriptor("flush_timer", Types.LONG()))
+        self.flush = FlushSchedule(1000)  # delivery records to ClickHouse, about once a second
         self.pending = ctx.get_list_state(ListStateDescriptor("pending_rows", Types.PICKLED_BYTE_ARRAY()))
         # At the end of a bounded run the watermark jumps to +inf: flush what falls due soon
         # after the last data (group_wait, the correlation hold, one group_interval) instead of
@@ -196,10 +197,7 @@ class AlertProcessor(KeyedProcessFunction):
             # Store the delivery records as they come in, and all of them at the end of a
             # bounded run (a timer that only the final watermark reaches).
             ts.register_event_time_timer(END_OF_INPUT - 1)
-            if self.flush_timer.value() is None:
-                at = ts.current_processing_time() + 1000
-                ts.register_processing_time_timer(at)
-                self.flush_timer.update(at)
+            self.flush.ensure(ctx.get_current_key(), ts)
 
     def process_element(self, value, ctx):
         # Rows reach this operator in no particular event-time order (windows of all keys fire
@@ -238,12 +236,10 @@ class AlertProcessor(KeyedProcessFunction):
 
     def on_timer(self, timestamp, ctx):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            self.flush_timer.clear()
+            self.flush.fired(ctx.get_current_key())
             self._store([])
             if self.deliverer.pending():
-                at = ctx.timer_service().current_processing_time() + 1000
-                ctx.timer_service().register_processing_time_timer(at)
-                self.flush_timer.update(at)
+                self.flush.ensure(ctx.get_current_key(), ctx.timer_service())
             return iter(())
         st = self._load()
         if timestamp >= END_OF_INPUT - 1:

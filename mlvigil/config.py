@@ -106,6 +106,8 @@ class Config:
     label_state_ttl_ms: int = 90_000_000
     """Idle state retention of the label de-duplication and the quality aggregates (default L + 1 h)."""
     state_backend: str = "hashmap"
+    flink_conf: dict[str, str] = field(default_factory=dict)
+    """flink.conf: any Flink configuration option, applied last (e.g. rest.port, taskmanager memory)."""
 
 
 DEFAULT_TOPICS = {
@@ -196,4 +198,5 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         label_skew_ms=duration_ms(labels.get("skew", "5s")),
         label_state_ttl_ms=duration_ms(labels.get("state_ttl", lateness_ms / 1000 + 3600)),
         state_backend=backend,
+        flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
     )

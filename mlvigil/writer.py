@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import orjson
 from pyflink.common import RowKind, Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.functions import FlatMapFunction
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor
 
 from mlvigil import clickhouse
 from mlvigil.alert_operators import ALERT_COLUMNS
@@ -25,6 +25,7 @@ from mlvigil.finalize import (
     service_row,
     window_rows,
 )
+from mlvigil.flush_schedule import FlushSchedule
 from mlvigil.quality import QUALITY_COLUMNS, quality_rows
 
 log = logging.getLogger("mlvigil.writer")
@@ -118,22 +119,22 @@ class ClickHouseWriter(KeyedProcessFunction):
 
     def open(self, ctx: RuntimeContext):
         self.pending = ctx.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
-        self.timer = ctx.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self.schedule = FlushSchedule(self.flush_interval_ms)
         self.written = 0
 
     def process_element(self, value, ctx):
         self.pending.add(value)
-        if self.timer.value() is None:
-            ts = ctx.timer_service()
-            due = ts.current_processing_time() + self.flush_interval_ms
-            ts.register_processing_time_timer(due)
-            ts.register_event_time_timer(ts.current_watermark() + 1)
-            self.timer.update(due)
+        ts = ctx.timer_service()
+        self.schedule.ensure(ctx.get_current_key(), ts)
+        # And on the next watermark (Python operators read the current watermark as -inf, so
+        # this timer fires at the first watermark to arrive): the end of a bounded run.
+        ts.register_event_time_timer(ts.current_watermark() + 1)
 
     def on_timer(self, timestamp, ctx):
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            self.schedule.fired(ctx.get_current_key())
         batches = list(self.pending.get() or [])
         self.pending.clear()
-        self.timer.clear()
         if not batches:
             return
         by_table: dict[str, list] = defaultdict(list)

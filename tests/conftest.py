@@ -34,6 +34,12 @@ def topics(broker):
     return names
 
 
+def job_env(log: Path) -> dict:
+    """The environment of a job subprocess: Flink's own log (JVM and Python workers) next to the
+    job's log, not in the shared pyflink/log of the venv."""
+    return {**os.environ, "FLINK_LOG_DIR": str(log.with_suffix(".flink"))}
+
+
 class JobProcess:
     """The monitor job as a user runs it: `python jobs/monitor.py --config ...` in a subprocess."""
 
@@ -42,7 +48,9 @@ class JobProcess:
         cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config),
                "--stop-offsets", json.dumps(stop_offsets), *(extra or [])]  # fmt: skip
         # A session of its own, so kill() also ends the JVM the driver started.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True, env=job_env(log)
+        )
 
     def wait(self, timeout: float = 300) -> None:
         try:

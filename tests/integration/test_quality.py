@@ -40,7 +40,7 @@ from mlvigil import clickhouse, synth
 from mlvigil.broker import partition_of, produce
 from mlvigil.profile import build_profile, save_profile
 
-from ..conftest import ROOT, JobProcess, wait_for
+from ..conftest import ROOT, JobProcess, job_env, wait_for
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -346,9 +346,15 @@ def _close(a, b, tol: float = 1e-9) -> bool:
 
 
 def check_against_reference(url: str, data: Dataset) -> dict:
+    """Every metric and every label's fate against the reference, read in one session of the
+    store (the embedded store admits one process at a time; the job writes between looks)."""
+    with clickhouse.client(url) as c:
+        return _check(lambda sql, params=None: c.query(sql, parameters=params).result_rows, data)
+
+
+def _check(query_rows, data: Dataset) -> dict:
     expected, verdicts = reference(data)
-    rows = clickhouse.query_rows(
-        url,
+    rows = query_rows(
         "SELECT toUnixTimestamp64Milli(window_start), model_id, model_version, segment, task, "
         + ", ".join(COLUMNS)
         + " FROM mlvigil.quality_metrics FINAL",
@@ -365,11 +371,7 @@ def check_against_reference(url: str, data: Dataset) -> dict:
 
     # Accounting: every label is matched, an orphan, a duplicate or invalid.
     dead = Counter(
-        dict(
-            clickhouse.query_rows(
-                url, "SELECT kind, count() FROM mlvigil.dead_letters FINAL WHERE stream = 'labels' GROUP BY kind"
-            )
-        )
+        dict(query_rows("SELECT kind, count() FROM mlvigil.dead_letters FINAL WHERE stream = 'labels' GROUP BY kind"))
     )
     matched = sum(v["labelled"] for k, v in got.items() if k[3] == "*")
     assert matched == verdicts["matched"]
@@ -382,12 +384,12 @@ def check_against_reference(url: str, data: Dataset) -> dict:
     assert sum(v["predictions"] for k, v in got.items() if k[3] == "*") == len(data.predictions)
     reasons = Counter(
         r[0]
-        for r in clickhouse.query_rows(
-            url, "SELECT reason_code FROM mlvigil.dead_letters FINAL WHERE stream = 'labels' AND kind = 'invalid'"
+        for r in query_rows(
+            "SELECT reason_code FROM mlvigil.dead_letters FINAL WHERE stream = 'labels' AND kind = 'invalid'"
         )
     )
     assert reasons == Counter([code for _, code in INVALID_LABELS] + ["unknown_model"] * data.markers)
-    per_minute = clickhouse.query_rows(url, "SELECT sum(events) FROM mlvigil.label_dead_letters_per_minute")[0][0]
+    per_minute = query_rows("SELECT sum(events) FROM mlvigil.label_dead_letters_per_minute")[0][0]
     assert per_minute == sum(dead.values())
     return {"verdicts": verdicts, "got": got}
 
@@ -443,7 +445,9 @@ class UnboundedJob(JobProcess):
     def __init__(self, config: Path, log: Path, extra: list[str] | None = None):
         self.log = log
         cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config), *(extra or [])]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True, env=job_env(log)
+        )
 
 
 def test_restart_from_checkpoint_gives_the_same_numbers(broker, topics, tmp_path):
@@ -483,15 +487,20 @@ def test_restart_from_checkpoint_gives_the_same_numbers(broker, topics, tmp_path
     restarted = time.time()
     job = UnboundedJob(config, tmp_path / "job2.log", extra=["--restore", "latest"])
     try:
+        last_miss = ["nothing checked yet"]
 
         def matches() -> bool:
             try:
                 check_against_reference(url, data)
                 return True
-            except AssertionError:
+            except AssertionError as e:
+                last_miss[0] = str(e)[:2000]
                 return False
 
-        wait_for(matches, 420, "the restored job to reach the reference", interval=6)  # each look holds the store
+        try:
+            wait_for(matches, 420, "the restored job to reach the reference", interval=6)  # each look holds the store
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last difference: {last_miss[0]}; job log tail:\n{job.tail()}") from None
         assert job.proc.poll() is None, f"the restored job died; log tail:\n{job.tail()}"
     finally:
         job.kill()

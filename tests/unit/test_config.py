@@ -111,6 +111,23 @@ def test_values_from_file(setup):
     assert cfg.models["recsys"].segments == ["region", "user_type"]
 
 
+def test_flink_options_pass_through_last(setup):
+    """flink.conf reaches the job's Flink configuration as given, over mlvigil's own settings."""
+    from jobs.monitor import flink_configuration
+
+    root, _ = setup
+    raw = {
+        **minimal(),
+        "flink": {"state_backend": "rocksdb", "conf": {"rest.port": 8089, "state.backend.type": "hashmap"}},
+    }
+    cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
+    assert cfg.flink_conf == {"rest.port": "8089", "state.backend.type": "hashmap"}
+    conf = flink_configuration(cfg, "catalog")
+    assert conf.get_string("rest.port", "") == "8089"
+    assert conf.get_string("state.backend.type", "") == "hashmap"  # the user's word wins
+    assert conf.get_string("execution.checkpointing.incremental", "") == "true"  # from state_backend: rocksdb
+
+
 def test_overrides_merge_deeply(setup):
     root, _ = setup
     path = write_config(root / "conf" / "c.yaml", {**minimal(), "window": {"size": "10s", "out_of_orderness": "1s"}})
