@@ -47,7 +47,7 @@ from mlvigil.alert_operators import AlertInput, AlertProcessor  # noqa: E402
 from mlvigil.catalog import CATALOG_PARAM, compile_catalog, encode_catalog  # noqa: E402
 from mlvigil.config import Config, load_config  # noqa: E402
 from mlvigil.jars import job_jars  # noqa: E402
-from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json  # noqa: E402
+from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json, write_leftovers  # noqa: E402
 
 SQL_DIR = HERE.parent / "sql" / "flink"
 STREAMS = ("features", "predictions")
@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     env = build(cfg, parse_stop_offsets(args.stop_offsets), files, restore)
     log.info("starting job: models %s, ClickHouse %s", sorted(cfg.models), clickhouse.redact(cfg.clickhouse_url))
     result = env.execute("mlvigil-monitor")
+    leftovers = write_leftovers()  # the end of a bounded run: see ClickHouseWriter
+    if leftovers:  # printed: in local mode the Python workers own the logging handlers by now
+        print(f"mlvigil: wrote {leftovers} rows left at the end of the input", file=sys.stderr, flush=True)
     try:
         print(f"mlvigil: job finished: net runtime {result.get_net_runtime()} ms", file=sys.stderr, flush=True)
     except Exception:  # detached submission (flink run -d): no result to report
