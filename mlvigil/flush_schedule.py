@@ -18,14 +18,16 @@ class FlushSchedule:
         self.overdue_ms = max(overdue_ms, interval_ms)
         self._due: dict[Any, int] = {}
 
-    def ensure(self, key: Any, timer_service) -> None:
-        """Schedule a flush for key in interval_ms unless one is pending."""
+    def ensure(self, key: Any, timer_service) -> bool:
+        """Schedule a flush for key in interval_ms unless one is pending; True if it did."""
         now = timer_service.current_processing_time()
         due = self._due.get(key)
-        if due is None or now > due + self.overdue_ms:
-            due = now + self.interval_ms
-            timer_service.register_processing_time_timer(due)
-            self._due[key] = due
+        if due is not None and now <= due + self.overdue_ms:
+            return False
+        due = now + self.interval_ms
+        timer_service.register_processing_time_timer(due)
+        self._due[key] = due
+        return True
 
     def fired(self, key: Any) -> None:
         """The flush for key ran: the next element schedules the next one."""

@@ -137,8 +137,8 @@ class ClickHouseWriter(KeyedProcessFunction):
         with self.lock:
             self.unwritten.append(value)
         ts = ctx.timer_service()
-        self.schedule.ensure(ctx.get_current_key(), ts)
-        ts.register_event_time_timer(ts.current_watermark() + 1)  # and on the next watermark
+        if self.schedule.ensure(ctx.get_current_key(), ts):
+            ts.register_event_time_timer(ts.current_watermark() + 1)  # or on the next watermark
 
     def on_timer(self, timestamp, ctx):
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:

@@ -41,6 +41,7 @@ from mlvigil.broker import partition_of, produce
 from mlvigil.profile import build_profile, save_profile
 
 from ..conftest import ROOT, JobProcess, job_env, wait_for
+from .reference import cat_text, segment_keys
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -228,19 +229,6 @@ def _stop_offsets(data: Dataset) -> dict:
 # Offline reference: scikit-learn and numpy over the raw events
 
 
-def _text(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def _segments(p: dict, dims: list[str]) -> list[str]:
-    seg = p.get("segments") or {}
-    return ["*"] + [f"{d}={seg[d] if d in seg else '(missing)'}" for d in dims]
-
-
 def _score(p: dict):
     if p.get("score") is not None:
         return p["score"]
@@ -266,7 +254,7 @@ def reference(data: Dataset) -> tuple[dict, Counter]:
     preds = {(p["model_id"], p["request_id"]): p for p in data.predictions}
     groups: dict[tuple, dict] = defaultdict(lambda: {"predictions": 0, "rows": []})
     for p in data.predictions:
-        for seg in _segments(p, MODELS[p["model_id"]]["segments"]):
+        for seg in segment_keys(p, MODELS[p["model_id"]]["segments"]):
             groups[(p["event_time"] // MIN * MIN, p["model_id"], p["model_version"], seg)]["predictions"] += 1
     seen, verdicts = set(), Counter(invalid=len(data.invalid))
     for e in data.labels:
@@ -280,7 +268,7 @@ def reference(data: Dataset) -> tuple[dict, Counter]:
             verdicts["orphan_label"] += 1
             continue
         verdicts["matched"] += 1
-        for seg in _segments(p, MODELS[p["model_id"]]["segments"]):
+        for seg in segment_keys(p, MODELS[p["model_id"]]["segments"]):
             groups[(p["event_time"] // MIN * MIN, p["model_id"], p["model_version"], seg)]["rows"].append((p, e))
     return {k: _metrics(k[1], g["predictions"], g["rows"]) for k, g in groups.items()}, verdicts
 
@@ -305,10 +293,10 @@ def _metrics(model: str, n_pred: int, rows: list[tuple]) -> dict:
                        mean_prediction=pred.mean(), mean_observed=y.mean())  # fmt: skip
         return out
     if task == "binary":
-        pos = _text(MODELS[model]["positive_label"])
-        scored = [(_text(e["label"]) == pos, _text(p["predicted_label"]) == pos) for p, e in rows
+        pos = cat_text(MODELS[model]["positive_label"])
+        scored = [(cat_text(e["label"]) == pos, cat_text(p["predicted_label"]) == pos) for p, e in rows
                   if p.get("predicted_label") is not None]  # fmt: skip
-        cal = [(_score(p), _text(e["label"]) == pos) for p, e in rows if _score(p) is not None]
+        cal = [(_score(p), cat_text(e["label"]) == pos) for p, e in rows if _score(p) is not None]
         if scored:
             y, y_hat = np.array(scored).T
             out.update(accuracy=accuracy_score(y, y_hat),
@@ -316,8 +304,8 @@ def _metrics(model: str, n_pred: int, rows: list[tuple]) -> dict:
                        recall=_nan_none(recall_score(y, y_hat, zero_division=np.nan)),
                        f1=_nan_none(f1_score(y, y_hat, zero_division=np.nan)))  # fmt: skip
     else:
-        pairs = [(_text(e["label"]), p["predicted_label"]) for p, e in rows if p.get("predicted_label") is not None]
-        cal = [(_score(p), _text(e["label"]) == p["predicted_label"]) for p, e in rows
+        pairs = [(cat_text(e["label"]), p["predicted_label"]) for p, e in rows if p.get("predicted_label") is not None]
+        cal = [(_score(p), cat_text(e["label"]) == p["predicted_label"]) for p, e in rows
                if p.get("predicted_label") is not None and _score(p) is not None]  # fmt: skip
         if pairs:
             y, y_hat = zip(*pairs, strict=True)

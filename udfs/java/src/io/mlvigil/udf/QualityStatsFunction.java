@@ -3,7 +3,6 @@ package io.mlvigil.udf;
 import java.io.IOException;
 import java.io.StringWriter;
 import java.nio.ByteBuffer;
-import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -123,12 +122,12 @@ public class QualityStatsFunction extends AggregateFunction<String, QualityStats
 
     private static final JsonFactory JSON = new JsonFactory();
     private transient MonitorCatalog catalog;
-    private transient String[] keys;
+    private transient SegmentKeys segKeys;
 
     @Override
     public void open(FunctionContext context) {
         catalog = MonitorCatalog.fromContext(context);
-        keys = new String[0];
+        segKeys = new SegmentKeys();
     }
 
     @Override
@@ -154,29 +153,14 @@ public class QualityStatsFunction extends AggregateFunction<String, QualityStats
             acc.profile = profile;
         }
         MonitorCatalog.Model model = catalog.models.get(catalog.profiles.get(profile).model);
-        int dims = b.get();
-        if (keys.length < dims + 1) {
-            keys = new String[dims + 1];
-        }
-        keys[0] = "*";
-        for (int i = 0; i < dims; i++) {
-            int len = b.getInt();
-            String value;
-            if (len < 0) {
-                value = "(missing)";
-            } else {
-                value = new String(packed, b.position(), len, StandardCharsets.UTF_8);
-                b.position(b.position() + len);
-            }
-            keys[i + 1] = capped(acc, model.segments[i], model.segments[i] + "=" + value);
-        }
+        segKeys.read(b, packed, model.segments, acc.segs, acc.distinct, catalog.maxSegmentValues);
         acc.rows++;
         boolean isLabel = Boolean.TRUE.equals(labelled);
-        for (int s = 0; s <= dims; s++) {
-            Seg seg = acc.segs.get(keys[s]);
+        for (int s = 0; s < segKeys.count; s++) {
+            Seg seg = acc.segs.get(segKeys.keys[s]);
             if (seg == null) {
                 seg = new Seg();
-                acc.segs.put(keys[s], seg);
+                acc.segs.put(segKeys.keys[s], seg);
             }
             if (isLabel) {
                 addLabel(seg, model, score, predicted, label, labelValue, clicked, converted, revenue);
@@ -184,19 +168,6 @@ public class QualityStatsFunction extends AggregateFunction<String, QualityStats
                 seg.predictions++;
             }
         }
-    }
-
-    /** The segment key, or "dim=(other)" once the dimension has max_segment_values values. */
-    private String capped(Acc acc, String dim, String key) {
-        if (acc.segs.containsKey(key)) {
-            return key;
-        }
-        int seen = acc.distinct.getOrDefault(dim, 0);
-        if (seen >= catalog.maxSegmentValues) {
-            return dim + "=(other)";
-        }
-        acc.distinct.put(dim, seen + 1);
-        return key;
     }
 
     private static void addLabel(Seg seg, MonitorCatalog.Model model, Double score, String predicted, String label,
@@ -284,7 +255,8 @@ public class QualityStatsFunction extends AggregateFunction<String, QualityStats
             for (Map.Entry<String, Seg> e : o.segs.entrySet()) {
                 String key = e.getKey();
                 if (!"*".equals(key)) {
-                    key = capped(acc, key.substring(0, key.indexOf('=')), key);
+                    key = SegmentKeys.capped(key.substring(0, key.indexOf('=')), key, acc.segs, acc.distinct,
+                            catalog.maxSegmentValues);
                 }
                 Seg mine = acc.segs.get(key);
                 if (mine == null) {

@@ -3,7 +3,6 @@ package io.mlvigil.udf;
 import java.io.IOException;
 import java.io.StringWriter;
 import java.nio.ByteBuffer;
-import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -118,7 +117,7 @@ public class WindowStatsFunction extends AggregateFunction<String, WindowStatsFu
     private transient byte[] tags;
     private transient double[] nums;
     private transient int[] catIdx;
-    private transient String[] keys;
+    private transient SegmentKeys segKeys;
 
     @Override
     public void open(FunctionContext context) {
@@ -126,7 +125,7 @@ public class WindowStatsFunction extends AggregateFunction<String, WindowStatsFu
         tags = new byte[0];
         nums = new double[0];
         catIdx = new int[0];
-        keys = new String[0];
+        segKeys = new SegmentKeys();
     }
 
     @Override
@@ -152,32 +151,7 @@ public class WindowStatsFunction extends AggregateFunction<String, WindowStatsFu
         }
         MonitorCatalog.Column[] columns = columns(acc);
         MonitorCatalog.Model model = catalog.models.get(catalog.profiles.get(profile).model);
-        int dims = b.get();
-        if (keys.length < dims + 1) {
-            keys = new String[dims + 1];
-        }
-        keys[0] = "*";
-        for (int i = 0; i < dims; i++) {
-            int len = b.getInt();
-            String dim = model.segments[i];
-            String value;
-            if (len < 0) {
-                value = "(missing)";
-            } else {
-                value = new String(packed, b.position(), len, StandardCharsets.UTF_8);
-                b.position(b.position() + len);
-            }
-            String key = dim + "=" + value;
-            if (!acc.segs.containsKey(key)) {
-                int seen = acc.distinct.getOrDefault(dim, 0);
-                if (seen >= catalog.maxSegmentValues) {
-                    key = dim + "=(other)";
-                } else {
-                    acc.distinct.put(dim, seen + 1);
-                }
-            }
-            keys[i + 1] = key;
-        }
+        segKeys.read(b, packed, model.segments, acc.segs, acc.distinct, catalog.maxSegmentValues);
         int n = columns.length;
         if (tags.length < n) {
             tags = new byte[n];
@@ -193,11 +167,11 @@ public class WindowStatsFunction extends AggregateFunction<String, WindowStatsFu
             }
         }
         acc.events++;
-        for (int s = 0; s <= dims; s++) {
-            Seg seg = acc.segs.get(keys[s]);
+        for (int s = 0; s < segKeys.count; s++) {
+            Seg seg = acc.segs.get(segKeys.keys[s]);
             if (seg == null) {
                 seg = new Seg(columns);
-                acc.segs.put(keys[s], seg);
+                acc.segs.put(segKeys.keys[s], seg);
             }
             seg.events++;
             for (int i = 0; i < n; i++) {
