@@ -364,7 +364,7 @@ def _diff_text(key: str, kind: str, d: float | None) -> str:
         return f"{d * 100:+.2f} pp"
     if key.startswith("latency"):
         return f"{d:+.1f} ms"
-    return f"{d:+.4g}"
+    return f"{d:+.4f}"
 
 
 def summary(cmp: Comparison, version: str) -> str:
@@ -391,11 +391,17 @@ def summary(cmp: Comparison, version: str) -> str:
     return f"{printable(version)} vs {printable(cmp.versions[0])}: " + (", ".join(parts) or "no data to compare")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], left_last: bool = False) -> list[str]:
+    """Columns padded to width: the first left-aligned, numbers right-aligned, a text last column left."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    last = len(header) - 1
 
     def fmt(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        cells = [
+            c.ljust(w) if i == 0 or (left_last and i == last) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
 
     return [fmt(header)] + [fmt(r) for r in rows]
 
@@ -418,6 +424,8 @@ def format_text(cmp: Comparison) -> str:
             cells.append(f"{_value_text(key, e.value)} (n={e.n})" if e.value is not None else "-")
         rows.append([label, *cells])
     lines += _table(["metric", *vs], rows)
+    lines.append("n: scored labels (accuracy), predicted positives (precision), actual positives (recall), labels")
+    lines.append("   (click-through, conversion, revenue), requests (error rate, p95), windows (worst p95, PSI)")
     kinds = {k: (label, kind) for k, label, kind in METRICS}
     for v in cmp.versions[1:]:
         lines += ["", f"{printable(v)} - {vs[0]}:"]
@@ -428,7 +436,7 @@ def format_text(cmp: Comparison) -> str:
             rel = "-" if d.relative is None else f"{d.relative * 100:+.1f} %"
             body.append([label, _diff_text(d.metric, kind, d.difference), rel, ci,
                          p_text(d.p_value) if d.p_value is not None else d.note])  # fmt: skip
-        lines += _table(["metric", "difference", "relative", f"{pct} CI", "test"], body)
+        lines += _table(["metric", "difference", "relative", f"{pct} CI", "test"], body, left_last=True)
     if cmp.drift:
         lines += ["", f"drift: mean PSI over the windows (worst window), top {len(cmp.drift)} features"]
         body = []
