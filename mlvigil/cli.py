@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--granularity", choices=["auto", "minute", "hour", "day"], default="auto")
     rp.add_argument("--out", required=True, help="the HTML file to write")
 
-    cp = sub.add_parser("compare", help="compare model versions over a period: differences, 95 % CIs, z-tests")
+    cp = sub.add_parser("compare", help="compare model versions over a period: differences, 95 %% CIs, z-tests")
     _store_args(cp)
     cp.add_argument("--model", required=True)
     cp.add_argument("--versions", nargs="+", required=True, metavar="VERSION",

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.stats import norm
 
 from mlvigil import clickhouse
-from mlvigil.history import parse_time, store_of
+from mlvigil.history import bucket_start, parse_time, store_of
 
 MINUTE_RETENTION = timedelta(days=90)  # TTL of the per-minute tables (sql/clickhouse/001, 002)
 # rows of the side-by-side table: (key, label, kind); kind "proportion" has a z-test
@@ -257,6 +257,8 @@ def differences(estimates: dict[str, dict[str, Estimate]], versions: list[str], 
                     d.note = "no variation in either version: nothing to test"
                 else:
                     d.z, d.p_value, d.test = float(z), float(p), "two-proportion z-test"
+                    if min(a.count, a.n - a.count, b.count, b.n - b.count) < 5:
+                        d.note = "fewer than 5 events or non-events in a version: the normal approximation is rough"
             else:
                 d.note = b.note or a.note or "no test"
             out.append(d)
@@ -282,7 +284,8 @@ def load(
     confidence: float = 0.95,
     now: datetime | None = None,
 ) -> Comparison:
-    """Read the windows starting in [start, end) of each version and compare them."""
+    """Read the windows of each version that overlap [start, end) and compare them."""
+    start = bucket_start(start, "minute")  # the windows are minutes: keep the one holding start, as history does
     cmp = Comparison(model, segment, start, end, list(versions), confidence)
     params = {"model": model, "versions": list(versions), "segment": segment,
               "start": _naive_utc(start), "end": _naive_utc(end)}  # fmt: skip
@@ -301,7 +304,12 @@ def load(
                     "GROUP BY feature, model_version ORDER BY feature, model_version", parameters=params).result_rows  # fmt: skip
         return q, s, f
 
-    quality, service, features = clickhouse.run(url, read)
+    try:
+        quality, service, features = clickhouse.run(url, read)
+    except Exception as e:
+        if any(m in str(e) for m in ("UNKNOWN_TABLE", "UNKNOWN_DATABASE", "doesn't exist", "does not exist")):
+            raise RuntimeError(f"{database} has no metric tables here: {str(e).splitlines()[0][:300]}") from e
+        raise
     now = now or datetime.now(UTC)
     if start < now - MINUTE_RETENTION:
         cmp.notes.append(f"per-minute rows are kept {MINUTE_RETENTION.days} days: windows before "
@@ -435,7 +443,7 @@ def format_text(cmp: Comparison) -> str:
             ci = "-" if d.ci_low is None else f"[{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}] pp"
             rel = "-" if d.relative is None else f"{d.relative * 100:+.1f} %"
             body.append([label, _diff_text(d.metric, kind, d.difference), rel, ci,
-                         p_text(d.p_value) if d.p_value is not None else d.note])  # fmt: skip
+                         "; ".join(x for x in (p_text(d.p_value) if d.p_value is not None else "", d.note) if x)])  # fmt: skip
         lines += _table(["metric", "difference", "relative", f"{pct} CI", "test"], body, left_last=True)
     if cmp.drift:
         lines += ["", f"drift: mean PSI over the windows (worst window), top {len(cmp.drift)} features"]
@@ -471,6 +479,8 @@ def cli(args) -> int:
     url, database = store_of(args.config, args.clickhouse_url, args.database)
     if len(args.versions) < 2 or len(set(args.versions)) != len(args.versions):
         raise ValueError("give at least two different versions: --versions BASELINE OTHER [...]")
+    if args.top_features < 0:
+        raise ValueError("--top-features must be 0 or more")
     if not 0 < args.confidence < 1:
         raise ValueError("--confidence must be between 0 and 1")
     end = parse_time(args.to)

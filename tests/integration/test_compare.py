@@ -192,3 +192,8 @@ def test_compare_command(tmp_path, capsys):
     assert "no windows for version(s) v9" in captured.err and "v9 vs v1: " in captured.out
     assert main(["compare", "--clickhouse-url", url, "--model", "recsys", "--versions", "v1", "v1"]) == 2
     assert "two different versions" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the command is listed in the top-level help
+        main(["--help"])
+    assert "compare model versions over a period" in capsys.readouterr().out
+    assert main([*base_args, "--database", "nothing_here"]) == 2
+    assert "nothing_here has no metric tables" in capsys.readouterr().err

@@ -163,6 +163,9 @@ def test_service_estimates_and_differences():
     assert rev.difference == pytest.approx(0.5) and rev.p_value is None and rev.ci_low is None
     assert rev.note == "no sums"
     assert ds["precision"].difference is None  # missing on both sides: no made-up zero
+    few = {"a": {"accuracy": Estimate(0.01, 300, 3)}, "b": {"accuracy": Estimate(0.05, 300, 15)}}
+    (d,) = [d for d in differences(few, ["a", "b"], 0.95) if d.metric == "accuracy"]
+    assert d.p_value == pytest.approx(proportions_ztest([15, 3], [300, 300])[1]) and "rough" in d.note
 
 
 def test_wording_helpers():
