@@ -192,14 +192,14 @@ def quality_estimates(rows: list[tuple]) -> tuple[dict[str, Estimate], list[str]
     has_acc = ~np.isnan(c["accuracy"])
     n_acc = c["scored"][has_acc].sum()
     correct = np.round(c["accuracy"][has_acc] * c["scored"][has_acc]).sum()
-    out["accuracy"] = Estimate(correct / n_acc if n_acc else None, int(n_acc), int(correct))
+    out["accuracy"] = Estimate(float(correct / n_acc) if n_acc else None, int(n_acc), int(correct))
     binary = tasks == {"binary"}
     tp, fp, fn, ok = confusion_counts(c["scored"], c["accuracy"], c["precision"], c["recall"],
                                       c["calibrated"], c["mean_observed"])  # fmt: skip
     if binary and ok[has_acc].all():
         for name, den in (("precision", tp + fp), ("recall", tp + fn)):
             d = den.sum()
-            out[name] = Estimate(tp.sum() / d if d else None, int(d), int(tp.sum()))
+            out[name] = Estimate(float(tp.sum() / d) if d else None, int(d), int(tp.sum()))
     else:
         why = ("macro averages over classes (multi-class)" if not binary else
                f"confusion counts not recoverable in {int((~ok & has_acc).sum())} window(s)")  # fmt: skip
