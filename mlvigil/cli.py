@@ -1,4 +1,4 @@
-"""mlvigil command line: run, demo, profile, replay, broker, history, report."""
+"""mlvigil command line: run, demo, profile, replay, broker, history, report, compare."""
 
 import argparse
 import json
@@ -108,6 +108,16 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
         return 2
 
 
+def cmd_compare(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import compare
+
+    try:
+        return compare.cli(args)
+    except (ValueError, RuntimeError, TimeoutError) as e:
+        print(f"mlvigil compare: {e}", file=sys.stderr)
+        return 2
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the job's config file (its clickhouse.url and database)")
     p.add_argument("--clickhouse-url", help="chdb:///dir or http(s)://user@host:8123 (overrides the config's)")
@@ -183,12 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--granularity", choices=["auto", "minute", "hour", "day"], default="auto")
     rp.add_argument("--out", required=True, help="the HTML file to write")
 
+    cp = sub.add_parser("compare", help="compare model versions over a period: differences, 95 %% CIs, z-tests")
+    _store_args(cp)
+    cp.add_argument("--model", required=True)
+    cp.add_argument("--versions", nargs="+", required=True, metavar="VERSION",
+                    help="two or more; the first is the baseline the others are compared with")  # fmt: skip
+    cp.add_argument("--segment", default="*", help="default: * (all traffic); e.g. user_type=new")
+    cp.add_argument("--from", dest="from_", metavar="TIME", help="as for history (default: --to - 1 day)")
+    cp.add_argument("--to", default="now", metavar="TIME")
+    cp.add_argument("--top-features", type=int, default=5, help="features in the drift table (default 5)")
+    cp.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    cp.add_argument("--json", action="store_true", help="JSON instead of a table")
+
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
         return cmd_run(argparse.Namespace(), argv[1:])
     args = ap.parse_args(argv)
     commands = {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker,
-                "history": cmd_history, "report": cmd_report}  # fmt: skip
+                "history": cmd_history, "report": cmd_report, "compare": cmd_compare}  # fmt: skip
     return commands[args.cmd](args, [])
 
 

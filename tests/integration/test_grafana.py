@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from mlvigil import clickhouse
+from mlvigil.quality import QUALITY_COLUMNS
 from tests.integration.test_history import MINUTES, T0, seed_store
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 DS_UID = "mlvigil-clickhouse"
+QUALITY_PREDICTIONS = QUALITY_COLUMNS.index("predictions")
 
 
 # ---------------------------------------------------------------- step 1: Grafana template variables
@@ -254,6 +256,10 @@ EXPECTED = {
         "Prediction drift: PSI of the score and of the predicted label": ["time", "feature", "psi"],
     },
     "model-performance": {
+        "Versions side by side over the range": [
+            "model_version", "n_predictions", "n_scored", "accuracy", "precision", "recall", "n_labelled", "ctr",
+            "conversion_rate", "n_requests", "latency_p95", "accuracy_vs_first_pp", "accuracy_p",
+            "conversion_vs_first_pp", "conversion_p"],
         "Accuracy by version": ["time", "model_version", "accuracy"],
         "Precision, recall and F1 by version": ["time", "model_version", "precision", "recall", "f1"],
         "Calibration: mean prediction vs observed rate, ECE": [
@@ -412,3 +418,49 @@ def _check_values(c, s, q, d, perf, col, counts, hours):
         got = sorted((r[0].replace(tzinfo=None), r[1], r[2]) for r in rows)
         assert [g[:2] for g in got] == sorted(e[:2] for e in expected)
         assert [g[2] for g in got] == pytest.approx([e[2] for e in sorted(expected)], rel=1e-12)
+
+
+def test_versions_side_by_side_panel_pools_counts_and_tests_against_the_first_version(store):
+    """The side-by-side table against the seeded outcomes pooled over the range, and its z-test
+    p-values against statsmodels on the same counts, at every resolution."""
+    from statsmodels.stats.proportion import proportions_ztest
+
+    s = store
+    q = Query(T0, T0 + timedelta(minutes=MINUTES), 60)
+    panel = next(p for p in panels_of(load_dashboards()["model-performance"])
+                 if p["title"] == "Versions side by side over the range")  # fmt: skip
+    expected = {}
+    for version in ("v1", "v2"):
+        outs = [s.outcomes[(version, "*", m)] for m in range(MINUTES)]
+        correct, scored = sum(o[0] for o in outs), sum(o[1] for o in outs)
+        clicks, labelled = sum(o[2] for o in outs), sum(o[3] for o in outs)
+        conversions = sum(o[2] // 3 for o in outs)  # the seed converts a third of the clicks per minute
+        svc = [r for r in s.service_rows if r[3] == version]
+        requests = sum(r[4] for r in svc)
+        predictions = sum(r[QUALITY_PREDICTIONS] for r in s.quality_rows if r[3] == version and r[4] == "*")
+        expected[version] = dict(n_predictions=predictions, n_scored=scored, accuracy=correct / scored,
+                                 n_labelled=labelled, ctr=clicks / labelled, conversion_rate=conversions / labelled,
+                                 n_requests=requests, latency_p95=sum(r[4] * r[9] for r in svc) / requests,
+                                 counts=(correct, scored, conversions, labelled))  # fmt: skip
+    (c1, n1, k1, m1), (c2, n2, k2, m2) = expected["v1"]["counts"], expected["v2"]["counts"]
+    acc_p, conv_p = proportions_ztest([c2, c1], [n2, n1])[1], proportions_ztest([k2, k1], [m2, m1])[1]
+    v1, v2 = expected["v1"], expected["v2"]
+    with clickhouse.client(s.url) as c:
+        for rollup in ("minute", "hour", "day"):
+            values = {"model": "recsys", "version": ["v1", "v2"], "segment": "*", "rollup": rollup}
+            result = run_panel(c, panel, values, q)
+            rows = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+            assert [r["model_version"] for r in rows] == ["v1", "v2"]
+            for r in rows:
+                e = expected[r["model_version"]]
+                for k in ("n_predictions", "n_scored", "n_labelled", "n_requests"):
+                    assert r[k] == e[k], (rollup, k)
+                for k in ("accuracy", "ctr", "conversion_rate", "latency_p95"):
+                    assert r[k] == pytest.approx(e[k], rel=1e-9), (rollup, k)
+            assert rows[0]["accuracy_p"] is None and rows[0]["accuracy_vs_first_pp"] is None
+            assert rows[1]["accuracy_vs_first_pp"] == pytest.approx((v2["accuracy"] - v1["accuracy"]) * 100, rel=1e-9)
+            assert rows[1]["conversion_vs_first_pp"] == pytest.approx(
+                (v2["conversion_rate"] - v1["conversion_rate"]) * 100, rel=1e-9
+            )
+            assert rows[1]["accuracy_p"] == pytest.approx(acc_p, rel=1e-6, abs=1e-300)
+            assert rows[1]["conversion_p"] == pytest.approx(conv_p, rel=1e-6)
