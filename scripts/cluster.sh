@@ -73,6 +73,9 @@ write_conf() {
   local port=$1 rpc_port=$2
   rm -rf "$FLINK_CONF_DIR"
   cp -r "$pyflink/conf" "$FLINK_CONF_DIR"
+  # mlvigil's log4j files: the wheel's, with the loggers that print the Python workers'
+  # environment (secrets included) turned down (see conf/log4j.properties).
+  cp "$root"/conf/log4j*.properties "$FLINK_CONF_DIR"/
   mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$work/tmp"
   # The wheel's config.yaml (JVM options etc.), flattened, with this cluster's settings on top.
   "$python" - "$FLINK_CONF_DIR/config.yaml" <<PY
