@@ -143,11 +143,18 @@ def test_no_secret_anywhere(broker, topics, tmp_path):
                 "use_default_rules": True,
                 "receivers": [
                     {"name": "slack", "type": "slack", "url": base + "/services/${MLV_SLACK_TOKEN}"},
-                    {"name": "ding", "type": "dingtalk", "url": base + "/robot/send?access_token=${MLV_DINGTALK_TOKEN}",
-                     "secret": "${MLV_DINGTALK_SECRET}"},
-                ],  # fmt: skip
-                "route": {"by_severity": {"critical": ["slack", "ding"], "warning": ["slack", "ding"]},
-                          "group_wait": "30s", "group_interval": "5m"},  # fmt: skip
+                    {
+                        "name": "ding",
+                        "type": "dingtalk",
+                        "url": base + "/robot/send?access_token=${MLV_DINGTALK_TOKEN}",
+                        "secret": "${MLV_DINGTALK_SECRET}",
+                    },
+                ],
+                "route": {
+                    "by_severity": {"critical": ["slack", "ding"], "warning": ["slack", "ding"]},
+                    "group_wait": "30s",
+                    "group_interval": "5m",
+                },
                 "correlation_window": "1m",
             },
         }
@@ -191,6 +198,7 @@ def test_no_secret_anywhere(broker, topics, tmp_path):
     snapshot([tmp_path], files)
     del files[config]
     blobs.update({str(p.relative_to(tmp_path)): b for p, b in files.items()})
+
     # Every table of the store, as text.
     def dump_tables(c) -> dict[str, bytes]:
         names = c.query(
