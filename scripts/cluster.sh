@@ -12,6 +12,10 @@
 #   scripts/cluster.sh stop                        stops the cluster, and kills any leftover process
 #
 # ARGS are the job's own arguments: --config FILE [--stop-offsets JSON] [--clickhouse-url URL] ...
+# The daemons and the client log with mlvigil's conf/log4j*.properties (the wheel's, with the Beam
+# loggers that print the Python workers' environment, secrets included, turned down).
+# Secrets the job reads (alerting ${VAR}s, kafka.properties ${VAR}s, MLVIGIL_CLICKHOUSE_PASSWORD)
+# must be in the environment of `start` (the daemons) and of `submit` (the client checks them).
 # Example:
 #   scripts/cluster.sh start
 #   scripts/cluster.sh submit -- --config config.yaml
