@@ -76,15 +76,19 @@ class CapturedJob:
         )
 
 
-def snapshot(dirs: list[Path], seen: dict[Path, bytes]) -> None:
-    """Copies new or changed files under dirs into seen (path -> its latest bytes)."""
+def snapshot(dirs: list[Path], seen: dict[Path, bytes], stamps: dict[Path, tuple] | None = None) -> None:
+    """Copies new or changed files under dirs into seen (path -> its latest bytes); stamps keeps
+    each file's (size, mtime) between calls, so an unchanged file is not read again."""
+    stamps = {} if stamps is None else stamps
     for d in dirs:
         if not d.exists():
             continue
         for f in d.rglob("*"):
             try:
-                if f.is_file() and f.stat().st_size < 64 << 20:
+                st = f.stat()
+                if f.is_file() and stamps.get(f) != (st.st_size, st.st_mtime_ns):
                     seen[f] = f.read_bytes()
+                    stamps[f] = (st.st_size, st.st_mtime_ns)
             except OSError:  # removed while we looked
                 pass
 
@@ -166,10 +170,11 @@ def test_no_secret_anywhere(broker, topics, tmp_path):
 
         job = CapturedJob(config, stop, tmp_path / "job.log", env)
         transient: dict[Path, bytes] = {}
+        stamps: dict[Path, tuple] = {}
         deadline = time.monotonic() + 300
         try:
             while job.proc.poll() is None and time.monotonic() < deadline:
-                snapshot([ckpt, flink_tmp], transient)
+                snapshot([ckpt, flink_tmp], transient, stamps)
                 time.sleep(0.3)
         finally:
             if job.proc.poll() is None:
