@@ -44,12 +44,14 @@ from pyflink.table import StreamTableEnvironment  # noqa: E402
 
 from mlvigil import clickhouse  # noqa: E402
 from mlvigil.alert_operators import AlertInput, AlertProcessor  # noqa: E402
+from mlvigil.alerting.rules import load_config as load_alerting_config  # noqa: E402
 from mlvigil.catalog import CATALOG_PARAM, compile_catalog, encode_catalog  # noqa: E402
 from mlvigil.config import Config, load_config  # noqa: E402
 from mlvigil.jars import job_jars  # noqa: E402
 from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json, write_leftovers  # noqa: E402
 
 SQL_DIR = HERE.parent / "sql" / "flink"
+LOG_CONFIG = HERE.parent / "conf" / "log4j-cli.properties"
 STREAMS = ("features", "predictions")
 LABELS = "labels"
 log = logging.getLogger("mlvigil.job")
@@ -256,7 +258,9 @@ def build(
 def alerting_config(cfg: Config) -> dict | None:
     """The `alerting` section: inline, or a path to an alerting YAML (relative to the config).
     Absent: the article's default rules, stored only. `alerting: false` turns alerting off.
-    ${ENV} values are expanded where the operators run, so secrets do not ride in the job graph."""
+    The section goes into the job graph (inside AlertProcessor) with its ${ENV} references as
+    text; they are expanded where the operator opens. It is loaded once here only to fail at
+    start-up on a bad rule or an unset variable (that expanded copy is dropped)."""
     raw = cfg.raw.get("alerting", {"use_default_rules": True})
     if raw is False:
         return None
@@ -265,6 +269,7 @@ def alerting_config(cfg: Config) -> dict | None:
         if not path.is_absolute() and cfg.source_path is not None:
             path = cfg.source_path.parent / path
         raw = yaml.safe_load(path.read_text())
+    load_alerting_config(raw or {"use_default_rules": True})
     return raw
 
 
@@ -296,6 +301,31 @@ def parse_stop_offsets(text: str | None) -> dict[str, dict[int, int]] | None:
     return {s: {int(p): int(o) for p, o in parts.items()} for s, parts in data.items()}
 
 
+def use_log_config() -> None:
+    """Local mode: the Flink JVM that PyFlink starts from this process logs with conf/log4j-cli.properties
+    (the wheel's, plus Beam's loggers that print the Python workers' environment, secrets and
+    all, turned down). An operator's own LOG4J_PROPERTIES wins, with a warning if it lacks that.
+    Must run before anything starts the JVM. On a cluster the daemons' FLINK_CONF_DIR decides
+    (scripts/cluster.sh installs conf/)."""
+    own = os.environ.setdefault("LOG4J_PROPERTIES", str(LOG_CONFIG))
+    if own != str(LOG_CONFIG) and "DefaultJobBundleFactory" not in Path(own).read_text(errors="replace"):
+        log.warning(
+            "LOG4J_PROPERTIES=%s does not quiet org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory: "
+            "the Python workers' environment (secrets included) will be logged; see %s",
+            own,
+            LOG_CONFIG,
+        )
+
+
+RESTORE_BOUNDED = (
+    "--restore cannot be combined with --stop-offsets: a Kafka source restored from a checkpoint never "
+    "ends (flink-connector-kafka 4.0.1, FLINK-31006), so the run would hang without writing its last "
+    "windows. Either restore without --stop-offsets (the job then runs unbounded: stop it once the "
+    "windows you need are in ClickHouse), or run the bounded range again from its start without "
+    "--restore (kafka.startup_mode: earliest-offset; rewritten windows replace their rows by key)."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mlvigil run", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="YAML config file")
@@ -315,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         help="resume from a retained checkpoint: a chk-N directory, or 'latest' for the newest under flink.checkpoint_dir",
     )
     args = ap.parse_args(argv)
+    if args.restore and args.stop_offsets:
+        ap.error(RESTORE_BOUNDED)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    use_log_config()
     overrides: dict = {}
     if args.clickhouse_url:
         overrides["clickhouse"] = {"url": args.clickhouse_url}

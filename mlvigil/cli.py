@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from mlvigil.safetext import visible_controls
+
 
 def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
@@ -94,7 +96,7 @@ def cmd_history(args: argparse.Namespace, rest: list[str]) -> int:
     try:
         return history.cli(args)
     except (ValueError, RuntimeError, TimeoutError) as e:  # bad arguments, missing views, store locked
-        print(f"mlvigil history: {e}", file=sys.stderr)
+        print(f"mlvigil history: {visible_controls(str(e))}", file=sys.stderr)
         return 2
 
 
@@ -104,7 +106,7 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
     try:
         return report.cli(args)
     except (ValueError, RuntimeError, TimeoutError) as e:
-        print(f"mlvigil report: {e}", file=sys.stderr)
+        print(f"mlvigil report: {visible_controls(str(e))}", file=sys.stderr)
         return 2
 
 

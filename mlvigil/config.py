@@ -2,6 +2,10 @@
 
 Secrets never live in the file's committed form: any string value may be `${ENV_NAME}`, which
 is replaced by that environment variable when the file is read (an unset variable is an error).
+Two parts keep the reference instead, so that no secret rides in the job graph: the `alerting`
+section (expanded where the alert operator opens, mlvigil.alerting.rules.load_config; the job
+checks its variables at start-up) and `kafka.properties` (checked here, then handed to the Kafka
+client's own environment-variable config provider, which resolves `${env:NAME}` in the client).
 """
 
 import os
@@ -10,12 +14,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from mlvigil.profile import load_profile
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, None: 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -31,21 +36,54 @@ def duration_ms(value: Any) -> int:
     return int(Decimal(m.group(1)) * _UNIT_MS[m.group(2)])
 
 
-def _expand_env(value: Any) -> Any:
+def env_references(value: Any) -> set[str]:
+    """The environment variables a config value refers to as ${NAME} (in strings, dicts, lists)."""
     if isinstance(value, str):
-
-        def sub(m: re.Match) -> str:
-            name = m.group(1)
-            if name not in os.environ:
-                raise ValueError(f"config refers to ${{{name}}} but it is not set in the environment")
-            return os.environ[name]
-
-        return _ENV.sub(sub, value)
+        return set(ENV_REFERENCE.findall(value))
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return set().union(*map(env_references, value.values()))
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return set().union(*map(env_references, value))
+    return set()
+
+
+def require_env(value: Any, where: str = "config") -> None:
+    """Fails loud if value refers to an unset variable; reads no value (for parts expanded later)."""
+    missing = sorted(n for n in env_references(value) if n not in os.environ)
+    if missing:
+        names = ", ".join(f"${{{n}}}" for n in missing)
+        raise ValueError(f"{where} refers to {names} but it is not set in the environment")
+
+
+def expand_env(value: Any, where: str = "config") -> Any:
+    """${NAME} -> the environment variable's value, in strings, dicts and lists (unset: an error)."""
+    require_env(value, where)
+    if isinstance(value, str):
+        return ENV_REFERENCE.sub(lambda m: os.environ[m.group(1)], value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, where) for v in value]
     return value
+
+
+KAFKA_ENV_PROVIDER = "env"
+KAFKA_ENV_PROVIDER_CLASS = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+
+
+def kafka_env_references(props: dict[str, str]) -> dict[str, str]:
+    """Kafka client properties with ${NAME} turned into ${env:NAME}, resolved by the client itself
+    (Kafka's EnvVarConfigProvider, KIP-887) when the Flink source or the admin client starts: the
+    job graph, the table options in Flink's error messages and the checkpoints carry only the name.
+    The variable must be set where the Kafka clients run (the TaskManagers and the JobManager)."""
+    out = {k: ENV_REFERENCE.sub(lambda m: f"${{{KAFKA_ENV_PROVIDER}:{m.group(1)}}}", v) for k, v in props.items()}
+    if out == props:
+        return out
+    providers = [p.strip() for p in out.get("config.providers", "").split(",") if p.strip()]
+    if KAFKA_ENV_PROVIDER not in providers:
+        out["config.providers"] = ",".join([*providers, KAFKA_ENV_PROVIDER])
+    out.setdefault(f"config.providers.{KAFKA_ENV_PROVIDER}.class", KAFKA_ENV_PROVIDER_CLASS)
+    return out
 
 
 TASKS = ("classification", "regression")
@@ -133,8 +171,17 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
+# Top-level sections whose ${NAME} references stay as they are: jobs/monitor.py checks them at
+# start-up, the alert operator expands them where it opens.
+DEFERRED_ENV = ("alerting",)
+
+
 def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None = None) -> Config:
-    raw = _expand_env(raw)
+    kafka_properties = {str(k): str(v) for k, v in ((raw.get("kafka") or {}).get("properties") or {}).items()}
+    # Expanding the kafka section checks its properties' variables; their references are kept.
+    raw = {k: v if k in DEFERRED_ENV else expand_env(v) for k, v in raw.items()}
+    if kafka_properties:
+        raw["kafka"] = {**raw["kafka"], "properties": kafka_properties}
     kafka = raw.get("kafka", {})
     window = raw.get("window", {})
     ch = raw.get("clickhouse", {})
@@ -165,6 +212,8 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
     url = ch.get("url", "chdb://./var/clickhouse")
     if url.startswith("chdb://") and not url.startswith("chdb:///"):
         url = "chdb:///" + str((base_dir / url[len("chdb://") :]).resolve()).lstrip("/")
+    if urlsplit(url).password is not None:  # never used (mlvigil.clickhouse reads the environment)
+        raise ValueError("clickhouse.url must not hold a password: set MLVIGIL_CLICKHOUSE_PASSWORD instead")
     ckpt = flink.get("checkpoint_dir", "./var/checkpoints")
     labels = raw.get("labels", {})
     lateness_ms = duration_ms(labels.get("lateness", "24h"))
@@ -176,7 +225,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         topics={**DEFAULT_TOPICS, **kafka.get("topics", {})},
         group_id=str(kafka.get("group_id", "mlvigil")),
         startup_mode=str(kafka.get("startup_mode", "group-offsets")),
-        kafka_properties={str(k): str(v) for k, v in (kafka.get("properties") or {}).items()},
+        kafka_properties=kafka_env_references(kafka_properties),
         window_ms=duration_ms(window.get("size", "60s")),
         out_of_orderness_ms=duration_ms(window.get("out_of_orderness", "5s")),
         idle_timeout_ms=duration_ms(window.get("idle_timeout", "30s")),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from mlvigil import clickhouse
+from mlvigil.safetext import visible_controls
 
 GRANULARITIES = ("minute", "hour", "day")
 
@@ -171,15 +172,17 @@ def _time_text(d: datetime, granularity: str) -> str:
 
 
 def _value_text(v) -> str:
+    """A cell as text; names from the data (features, segments) with control characters escaped,
+    so none reaches the terminal (ESC sequences, CR overwriting, bidi reordering)."""
     if v is None:
         return ""
     if isinstance(v, float):
         return f"{v:.6g}"
-    return str(v)
+    return visible_controls(str(v))
 
 
 def format_table(columns: list[str], rows: list[tuple], granularity: str) -> str:
-    header = [("time (UTC)" if c == "window_start" else c) for c in columns]
+    header = [("time (UTC)" if c == "window_start" else visible_controls(c)) for c in columns]
     body = [
         [_time_text(r[0], granularity)] + [_value_text(v) or "-" for v in r[1:]]
         for r in rows
@@ -203,7 +206,7 @@ def format_table(columns: list[str], rows: list[tuple], granularity: str) -> str
 def format_csv(columns: list[str], rows: list[tuple]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(columns)
+    w.writerow([visible_controls(c) for c in columns])
     for r in rows:
         t = r[0] if r[0].tzinfo is None else r[0].astimezone(UTC).replace(tzinfo=None)
         w.writerow(
@@ -250,8 +253,10 @@ def cli(args) -> int:
         sys.stdout.write(format_table(columns, rows, granularity))
     if not rows:
         print(
-            f"no {args.metric} for model {args.model} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC "
-            f"at {granularity} granularity",
+            visible_controls(
+                f"no {args.metric} for model {args.model} from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC "
+                f"at {granularity} granularity"
+            ),
             file=sys.stderr,
         )
     return 0

@@ -12,6 +12,10 @@
 #   scripts/cluster.sh stop                        stops the cluster, and kills any leftover process
 #
 # ARGS are the job's own arguments: --config FILE [--stop-offsets JSON] [--clickhouse-url URL] ...
+# The daemons and the client log with mlvigil's conf/log4j*.properties (the wheel's, with the Beam
+# loggers that print the Python workers' environment, secrets included, turned down).
+# Secrets the job reads (alerting ${VAR}s, kafka.properties ${VAR}s, MLVIGIL_CLICKHOUSE_PASSWORD)
+# must be in the environment of `start` (the daemons) and of `submit` (the client checks them).
 # Example:
 #   scripts/cluster.sh start
 #   scripts/cluster.sh submit -- --config config.yaml
@@ -73,6 +77,9 @@ write_conf() {
   local port=$1 rpc_port=$2
   rm -rf "$FLINK_CONF_DIR"
   cp -r "$pyflink/conf" "$FLINK_CONF_DIR"
+  # mlvigil's log4j files: the wheel's, with the loggers that print the Python workers'
+  # environment (secrets included) turned down (see conf/log4j.properties).
+  cp "$root"/conf/log4j*.properties "$FLINK_CONF_DIR"/
   mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$work/tmp"
   # The wheel's config.yaml (JVM options etc.), flattened, with this cluster's settings on top.
   "$python" - "$FLINK_CONF_DIR/config.yaml" <<PY

@@ -7,7 +7,8 @@ afresh.
 
 Text from the data (model ids, versions, segments, feature names, all of which the engine puts
 in ``title`` and ``text``) is escaped for each chat's markup before the receiver's template is
-applied; the template itself is trusted configuration. Templates are ``str.format`` strings with
+applied, titles included; the template itself is trusted configuration. Control characters
+from the data are written as visible escapes (\x1b), and only the text keeps line breaks. Templates are ``str.format`` strings with
 the fields title, text, status, severity, receiver, model_id, model_version, segment, group_key,
 id and alert_count.
 """
@@ -22,6 +23,7 @@ from typing import NamedTuple
 
 from mlvigil.alerting.engine import Notification, render, rfc3339
 from mlvigil.alerting.rules import LABEL_NAME, Receiver
+from mlvigil.safetext import visible_controls
 
 DEFAULT_TEMPLATES = {
     "slack": "*{title}*\n{text}",
@@ -48,28 +50,59 @@ def _json(obj) -> bytes:
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
+# Chat markup has no escape every chat honours (Slack's mrkdwn has none beyond three entities,
+# and DingTalk's and WeCom's markdown subsets do not document backslash escapes), so a markup
+# character from the data becomes a look-alike that is only text.
+LOOKALIKE = {
+    "*": "\u2217", "~": "\u223c", "`": "\u02cb", "_": "\u02cd", "<": "\uff1c", ">": "\uff1e", "#": "\uff03",
+    "]": "\uff3d", "&": "\uff06", "@": "\uff20", "\\": "\u29f5",
+}  # fmt: skip
+_EMPHASIS = str.maketrans({c: LOOKALIKE[c] for c in "*~`"})  # bold, strike, code: anywhere
+_MARKDOWN = str.maketrans({c: LOOKALIKE[c] for c in "*~`<&@"})  # + tags, entities, mentions
+# A backslash escapes only the punctuation after it (or the template's, after a field's end).
+_ESCAPING_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")
+# "_" opens or closes italics only at a word's edge: inside one (browsing_duration) it stays.
+_EDGE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+_LINE_MARK = re.compile(r"(?m)^([ \t]*)([#>])")  # a heading or a quote where a line starts
+_LINK_BRACKET = re.compile(r"\](?=[(\[])")  # [text](url), ![img](url), [text][ref]
+_LINK_DEFINITION = re.compile(r"(?m)^([ \t]*\[[^\]\n]*)\](?=:)")  # [ref]: url, where a line starts
+
+
+def _line_marks(s: str) -> str:
+    return _LINE_MARK.sub(lambda m: m.group(1) + LOOKALIKE[m.group(2)], s)
+
+
 def slack_escape(s: str) -> str:
-    """Slack mrkdwn: &, < and > are control characters (links, mentions like <!channel>)."""
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]()#|~!])")
+    """Slack mrkdwn: &, < and > as the entities Slack documents (so <!channel>, <@U1> and
+    <http://x|y> stay text), and bold, italics, strike, code and quotes made plain text."""
+    s = _line_marks(s)
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _EDGE_UNDERSCORE.sub(LOOKALIKE["_"], s.translate(_EMPHASIS))
 
 
 def markdown_escape(s: str) -> str:
-    """DingTalk / WeCom markdown: HTML-ish characters as entities (WeCom renders <font> tags),
-    markdown punctuation backslash-escaped (CommonMark)."""
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", s)
+    """DingTalk / WeCom markdown: no tags (WeCom renders <font> and <@userid>), entities,
+    mentions, emphasis, code, headings, quotes or links ([x](url), ![x](url)) from the data."""
+    s = _line_marks(_ESCAPING_BACKSLASH.sub(LOOKALIKE["\\"], s).translate(_MARKDOWN))
+    s = _LINK_DEFINITION.sub(lambda m: m.group(1) + LOOKALIKE["]"], _LINK_BRACKET.sub(LOOKALIKE["]"], s))
+    return _EDGE_UNDERSCORE.sub(LOOKALIKE["_"], s)
+
+
+def plain_escape(s: str) -> str:
+    """Feishu post text elements are plain text; only an <at ...> tag is kept from forming."""
+    return s.replace("<", LOOKALIKE["<"])
 
 
 def template_fields(n: Notification, escape=lambda s: s) -> dict:
+    """The template's fields, data-derived ones escaped; control characters written visibly
+    (mlvigil.safetext), only the text keeping its line breaks."""
     g = n.group_labels
+    one = lambda s: escape(visible_controls(s))  # noqa: E731
     return {
-        "title": escape(n.title), "text": escape(n.text), "status": n.status, "severity": n.severity,
-        "receiver": escape(n.receiver), "model_id": escape(g.get("model_id", "")),
-        "model_version": escape(g.get("model_version", "")), "segment": escape(g.get("segment", "")),
-        "group_key": escape(n.group_key), "id": n.id, "alert_count": len(n.alerts),
+        "title": one(n.title), "text": escape(visible_controls(n.text, keep="\n")), "status": n.status,
+        "severity": n.severity, "receiver": one(n.receiver), "model_id": one(g.get("model_id", "")),
+        "model_version": one(g.get("model_version", "")), "segment": one(g.get("segment", "")),
+        "group_key": one(n.group_key), "id": n.id, "alert_count": len(n.alerts),
     }  # fmt: skip
 
 
@@ -103,7 +136,7 @@ def feishu_sign(secret: str, timestamp_s: int) -> str:
 
 def feishu(n: Notification, receiver: Receiver, now_ms: int) -> Payload:
     """Feishu custom bot, rich text ("post"): text elements are plain text, so no markup to escape."""
-    title, body = _text(n, receiver, lambda s: s)
+    title, body = _text(n, receiver, plain_escape)
     lines = [[{"tag": "text", "text": line}] for line in body.split("\n")]
     msg: dict = {"msg_type": "post", "content": {"post": {"zh_cn": {"title": title, "content": lines}}}}
     if receiver.secret:
@@ -122,7 +155,8 @@ def dingtalk(n: Notification, receiver: Receiver, now_ms: int) -> Payload:
     """DingTalk custom robot, markdown; signing as &timestamp=..&sign=.. on the URL."""
     title, body = _text(n, receiver, markdown_escape)
     body = body.replace("\n", "\n\n").replace("\n\n\n\n", "\n\n")
-    msg = {"msgtype": "markdown", "markdown": {"title": n.title[:64], "text": body}}
+    # The title is what the chat list and the notification show: escaped as well.
+    msg = {"msgtype": "markdown", "markdown": {"title": title[:64], "text": body}}
     suffix = ""
     if receiver.secret:
         suffix = f"timestamp={now_ms}&sign={dingtalk_sign(receiver.secret, now_ms)}"
@@ -171,7 +205,8 @@ def alertmanager(n: Notification, receiver: Receiver, now_ms: int) -> Payload:
 
 
 def log_line(n: Notification, receiver: Receiver) -> str:
-    return _text(n, receiver, lambda s: s)[1]
+    """One line of the job's log: a line break from the data cannot forge another record."""
+    return visible_controls(_text(n, receiver, lambda s: s)[1])
 
 
 BUILDERS = {

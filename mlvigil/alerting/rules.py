@@ -19,7 +19,6 @@ only allowed with ">" / ">=" (drift, rises, drops); it would make "<" rules less
 """
 
 import fnmatch
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mlvigil.config import duration_ms
+from mlvigil.config import duration_ms, expand_env
 
 LAYERS = ("data", "model", "service", "business")
 SEVERITIES = ("info", "warning", "critical")
@@ -43,7 +42,6 @@ ANY_SEGMENT = "**"
 """Segment pattern matching every row; the default "*" matches only the all-traffic row "*"."""
 RESERVED_LABELS = ("alertname", "severity", "layer", "metric", "model_id", "model_version", "segment", "feature")
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TRAILING = re.compile(r"^trailing:(\d+)$")
 
 
@@ -411,23 +409,6 @@ def default_routing() -> Routing:
     return Routing(receivers, {"critical": ["pager"], "warning": ["chat"], "info": ["log"]})
 
 
-def expand_env(value: Any) -> Any:
-    """${NAME} -> the environment variable (an unset one is an error, as in mlvigil.config)."""
-    if isinstance(value, str):
-
-        def sub(m: re.Match) -> str:
-            if m.group(1) not in os.environ:
-                raise ValueError(f"alerting config refers to ${{{m.group(1)}}} but it is not set in the environment")
-            return os.environ[m.group(1)]
-
-        return _ENV.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: expand_env(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v) for v in value]
-    return value
-
-
 def _read(src: Any) -> Any:
     if isinstance(src, (dict, list)):
         return src
@@ -463,7 +444,7 @@ def load_routing(src: Any) -> Routing:
     if not raw.get("receivers") and not raw.get("route"):
         return default_routing()
     receivers = {}
-    for r in expand_env(raw.get("receivers") or []):
+    for r in expand_env(raw.get("receivers") or [], "alerting config"):
         rec = Receiver(**{k: v for k, v in r.items() if k in Receiver.__dataclass_fields__})
         unknown = set(r) - set(Receiver.__dataclass_fields__)
         if unknown:
@@ -509,5 +490,5 @@ def load_config(src: Any) -> AlertingConfig:
         load_routing(raw),
         duration_ms(corr),
         None if stale in (None, "never") else duration_ms(stale),
-        expand_env(raw.get("actions") or {}),
+        expand_env(raw.get("actions") or {}, "alerting config"),
     )

@@ -67,7 +67,11 @@ def deliverer(recs, records, dropped=None, **kw) -> Deliverer:
 
 def test_escaping():
     assert slack_escape("a<b>&c <!channel>") == "a&lt;b&gt;&amp;c &lt;!channel&gt;"
-    assert markdown_escape("a_b*c [x](y) <font> #1 `z` ~ |") == (r"a\_b\*c \[x\]\(y\) &lt;font&gt; \#1 \`z\` \~ \|")
+    assert slack_escape("_x_ a_b *y* ~z~ `w`") == "\u02cdx\u02cd a_b \u2217y\u2217 \u223cz\u223c \u02cbw\u02cb"
+    assert markdown_escape("a_b*c [x](y) <font> #1 `z` ~ | @all &lt;") == (
+        "a_b\u2217c [x\uff3d(y) \uff1cfont> #1 \u02cbz\u02cb \u223c | \uff20all \uff06lt;"
+    )
+    assert markdown_escape("# h\n> q\n  #x") == "\uff03 h\n\uff1e q\n  \uff03x"
 
 
 def test_exact_payloads_and_signatures(hook, caplog):
@@ -93,24 +97,24 @@ def test_exact_payloads_and_signatures(hook, caplog):
 
     assert json.loads(got["/generic/GENERICTOKEN42"]["body"]) == notification("generic", "id-generic").to_dict()
 
-    esc_title = "[FIRING:1] warning m&lt;1&gt;&amp;co v2 [region=&lt;eu&gt;]: drift on a_b*c&lt;d&gt;"
+    esc_title = "[FIRING:1] warning m&lt;1&gt;&amp;co v2 [region=&lt;eu&gt;]: drift on a_b\u2217c&lt;d&gt;"
     assert json.loads(got["/services/T000/B000/XXXSLACKSECRETXXX"]["body"]) == {
         "text": esc_title,
         "blocks": [
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*{esc_title}*\ndrift: a_b*c&lt;d&gt; PSI 0.5 (mean now 2.0)"},
+                "text": {"type": "mrkdwn", "text": f"*{esc_title}*\ndrift: a_b\u2217c&lt;d&gt; PSI 0.5 (mean now 2.0)"},
             },
             {"type": "context", "elements": [{"type": "mrkdwn", "text": "firing · warning · id id-slack"}]},
         ],
     }
 
-    md_title = r"\[FIRING:1\] warning m&lt;1&gt;&amp;co v2 \[region=&lt;eu&gt;\]: drift on a\_b\*c&lt;d&gt;"
-    md_text = r"drift: a\_b\*c&lt;d&gt; PSI 0.5 \(mean now 2.0\)"
+    md_title = "[FIRING:1] warning m\uff1c1>\uff06co v2 [region=\uff1ceu>]: drift on a_b\u2217c\uff1cd>"
+    md_text = "drift: a_b\u2217c\uff1cd> PSI 0.5 (mean now 2.0)"
     ding = got["/robot/send"]
     assert json.loads(ding["body"]) == {
         "msgtype": "markdown",
-        "markdown": {"title": TITLE[:64], "text": f"#### {md_title}\n\n{md_text}"},
+        "markdown": {"title": md_title[:64], "text": f"#### {md_title}\n\n{md_text}"},
     }
     # DingTalk signing, checked independently: sign = base64(HMAC-SHA256(secret, f"{ts}\n{secret}")),
     # URL-encoded in the query next to the access token.
@@ -130,7 +134,8 @@ def test_exact_payloads_and_signatures(hook, caplog):
     assert fs["sign"] == base64.b64encode(hmac.new(fkey, b"", hashlib.sha256).digest()).decode()
     assert fs == {
         "timestamp": fs["timestamp"], "sign": fs["sign"], "msg_type": "post",
-        "content": {"post": {"zh_cn": {"title": TITLE, "content": [[{"tag": "text", "text": TEXT}]]}}},
+        "content": {"post": {"zh_cn": {"title": TITLE.replace("<", "\uff1c"),
+                                       "content": [[{"tag": "text", "text": TEXT.replace("<", "\uff1c")}]]}}},
     }  # fmt: skip
 
     wc = got["/cgi-bin/webhook/send"]

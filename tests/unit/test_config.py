@@ -1,13 +1,14 @@
 """Configuration: durations, ${ENV} expansion, paths relative to the config file, defaults."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mlvigil.config import DEFAULT_TOPICS, duration_ms, load_config, parse_config
-from mlvigil.profile import build_profile, save_profile
+from mlvigil.profile import build_profile, load_profile, save_profile
 
 
 @pytest.mark.parametrize(
@@ -196,9 +197,122 @@ def test_env_expansion(setup, monkeypatch):
     }
     cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
     assert cfg.bootstrap_servers == "broker.internal:9092"
-    assert cfg.kafka_properties["sasl.password"] == "s3cr3t"
-    assert cfg.kafka_properties["note"] == "$MLV_TEST_HOST stays"
-    assert "${" not in json.dumps(cfg.raw)
+    assert cfg.models["recsys"].profiles["v1"] == load_profile(root / "profiles" / "recsys-v1.json")
+    # Kafka client properties keep the reference, in the Kafka client's own syntax: the client
+    # resolves it (EnvVarConfigProvider), so the password is not in the job graph.
+    assert cfg.kafka_properties == {
+        "sasl.password": "${env:MLV_TEST_PASSWORD}",
+        "note": "$MLV_TEST_HOST stays",
+        "config.providers": "env",
+        "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+    }
+    assert "s3cr3t" not in json.dumps(cfg.raw) and "s3cr3t" not in repr(cfg)
+    assert "${MLV_TEST_HOST}" not in json.dumps(cfg.raw)
+
+
+def test_kafka_references_join_the_operators_config_providers(setup, monkeypatch):
+    root, _ = setup
+    monkeypatch.setenv("MLV_TEST_PASSWORD", "s3cr3t")
+    props = {
+        "sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" '
+        'password="${MLV_TEST_PASSWORD}";',
+        "config.providers": "file",
+        "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
+        "ssl.key.password": "${file:/etc/kafka/secrets.properties:key}",  # the operator's own provider: as is
+    }
+    cfg = load_config(write_config(root / "conf" / "c.yaml", {**minimal(), "kafka": {"properties": props}}))
+    assert cfg.kafka_properties["sasl.jaas.config"].endswith('password="${env:MLV_TEST_PASSWORD}";')
+    assert cfg.kafka_properties["config.providers"] == "file,env"
+    assert cfg.kafka_properties["ssl.key.password"] == props["ssl.key.password"]
+    # Without references nothing is added.
+    plain = load_config(write_config(root / "conf" / "d.yaml", {**minimal(), "kafka": {"properties": {"acks": 1}}}))
+    assert plain.kafka_properties == {"acks": "1"}
+    # An unset variable in the properties fails at load, as everywhere else.
+    monkeypatch.delenv("MLV_TEST_PASSWORD")
+    with pytest.raises(ValueError, match="MLV_TEST_PASSWORD"):
+        load_config(write_config(root / "conf" / "e.yaml", {**minimal(), "kafka": {"properties": props}}))
+
+
+def alerting_section(url: str = "http://hooks.example/services/${MLV_TEST_SLACK}") -> dict:
+    return {
+        "rules": [{"name": "psi_high", "layer": "data", "metric": "psi", "condition": {"op": ">", "threshold": 0.3}}],
+        "receivers": [
+            {"name": "chat", "type": "slack", "url": url},
+            {"name": "ding", "type": "dingtalk", "url": "http://ding.example/send", "secret": "${MLV_TEST_SIGN}"},
+        ],
+        "route": {"by_severity": {"warning": ["chat", "ding"]}},
+        "actions": {"retrain": {"url": "http://ml.example/retrain?token=${MLV_TEST_RETRAIN}"}},
+    }
+
+
+@pytest.fixture
+def alerting_env(monkeypatch):
+    secrets = {"MLV_TEST_SLACK": "T0/B0/slack-secret", "MLV_TEST_SIGN": "SECsign", "MLV_TEST_RETRAIN": "rt-token"}
+    for k, v in secrets.items():
+        monkeypatch.setenv(k, v)
+    return secrets
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_alerting_references_reach_the_job_graph_unexpanded(setup, alerting_env, inline):
+    """The section as the job passes it to AlertProcessor (pickled into the job graph) holds the
+    ${...} text; mlvigil.alerting.rules.load_config, which AlertProcessor.open calls, expands it."""
+    import cloudpickle
+
+    from jobs.monitor import alerting_config
+    from mlvigil.alert_operators import AlertProcessor
+    from mlvigil.alerting.rules import load_config as load_alerting_config
+
+    root, _ = setup
+    section = alerting_section()
+    if not inline:
+        (root / "conf" / "alerts.yaml").write_text(yaml.safe_dump(section))
+    raw = {**minimal(), "alerting": section if inline else "alerts.yaml"}
+    cfg = load_config(write_config(root / "conf" / "c.yaml", raw))
+    shipped = alerting_config(cfg)
+    assert shipped == section
+    operator = cloudpickle.dumps(AlertProcessor(shipped, cfg.clickhouse_url, cfg.clickhouse_database))
+    for secret in alerting_env.values():
+        assert secret.encode() not in operator
+        assert secret not in json.dumps(cfg.raw)
+    assert b"${MLV_TEST_SLACK}" in operator
+    opened = load_alerting_config(shipped)  # what the operator does where it opens
+    assert opened.routing.receivers["chat"].url == "http://hooks.example/services/T0/B0/slack-secret"
+    assert opened.routing.receivers["ding"].secret == "SECsign"
+    assert opened.actions["retrain"]["url"].endswith("token=rt-token")
+
+
+def test_alerting_fails_at_start_up_on_an_unset_variable_or_a_bad_rule(setup, alerting_env, monkeypatch):
+    from jobs.monitor import alerting_config
+
+    root, _ = setup
+    monkeypatch.delenv("MLV_TEST_SIGN")
+    cfg = load_config(write_config(root / "conf" / "c.yaml", {**minimal(), "alerting": alerting_section()}))
+    with pytest.raises(ValueError, match=r"alerting config refers to \$\{MLV_TEST_SIGN\}"):
+        alerting_config(cfg)
+    bad = alerting_section()
+    bad["rules"][0]["layer"] = "nowhere"
+    monkeypatch.setenv("MLV_TEST_SIGN", "x")
+    cfg = load_config(write_config(root / "conf" / "d.yaml", {**minimal(), "alerting": bad}))
+    with pytest.raises(ValueError, match="layer must be one of"):
+        alerting_config(cfg)
+
+
+def test_one_expansion_function():
+    """config.py and the alerting rules share one expand_env (one definition, one behaviour)."""
+    import mlvigil.alerting.rules as rules
+    import mlvigil.config as config
+
+    assert rules.expand_env is config.expand_env
+
+
+def test_clickhouse_password_in_the_url_is_refused(setup):
+    root, _ = setup
+    path = write_config(root / "conf" / "c.yaml", {**minimal(), "clickhouse": {"url": "http://u:pw@ch:8123"}})
+    with pytest.raises(ValueError, match="MLVIGIL_CLICKHOUSE_PASSWORD"):
+        load_config(path)
+    ok = write_config(root / "conf" / "d.yaml", {**minimal(), "clickhouse": {"url": "http://u@ch:8123"}})
+    assert load_config(ok).clickhouse_url == "http://u@ch:8123"
 
 
 def test_env_expansion_in_lists(setup, monkeypatch):
@@ -230,3 +344,53 @@ def test_profile_of_another_schema_is_an_error(setup):
     (root / "profiles" / "bad.json").write_text(json.dumps({"schema": "other/v9"}))
     with pytest.raises(ValueError):
         load_config(write_config(root / "conf" / "c.yaml", minimal("../profiles/bad.json")))
+
+
+def test_restore_with_stop_offsets_is_refused_up_front(capsys):
+    """A Kafka source restored from a checkpoint never ends (FLINK-31006): refused before anything
+    starts, with the way out, and a non-zero exit."""
+    from jobs.monitor import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", "/nonexistent.yaml", "--restore", "latest", "--stop-offsets", '{"features": {"0": 10}}'])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--restore cannot be combined with --stop-offsets" in err and "without --stop-offsets" in err
+
+
+def test_local_mode_logs_with_the_shipped_log_config(monkeypatch, tmp_path, caplog):
+    """jobs/monitor.py points the Flink JVM it starts at conf/log4j-cli.properties; an operator's
+    own file wins, with a warning when it lets Beam log the workers' environment."""
+    from jobs.monitor import LOG_CONFIG, use_log_config
+
+    monkeypatch.delenv("LOG4J_PROPERTIES", raising=False)
+    use_log_config()
+    assert Path(os.environ["LOG4J_PROPERTIES"]) == LOG_CONFIG
+    own = tmp_path / "log4j.properties"
+    own.write_text("rootLogger.level = INFO\n")
+    monkeypatch.setenv("LOG4J_PROPERTIES", str(own))
+    use_log_config()
+    assert os.environ["LOG4J_PROPERTIES"] == str(own)
+    assert "DefaultJobBundleFactory" in caplog.text and "secrets included" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["log4j-cli.properties", "log4j.properties", "log4j-console.properties"])
+def test_shipped_log_configs_are_the_wheels_with_beam_quiet(name):
+    """conf/: local mode (cli), cluster daemons, containers (console). Each is PyFlink's file with
+    the two Beam loggers that print the Python workers' environment set to ERROR."""
+    import pyflink
+
+    ours = (Path(__file__).resolve().parents[2] / "conf" / name).read_text()
+    wheels = (Path(pyflink.__file__).parent / "conf" / name).read_text()
+    setting = dict(
+        line.split("=", 1) for line in (x.strip() for x in ours.splitlines()) if line and not line.startswith("#")
+    )
+    setting = {k.strip(): v.strip() for k, v in setting.items()}
+    levels = {
+        setting[key]: setting[key.replace(".name", ".level")]
+        for key in setting
+        if key.startswith("logger.") and key.endswith(".name")
+    }
+    assert levels["org.apache.beam.runners.fnexecution.control.DefaultJobBundleFactory"] == "ERROR"
+    assert levels["org.apache.beam.runners.fnexecution.environment.ProcessEnvironmentFactory"] == "ERROR"
+    assert [x for x in wheels.splitlines() if x not in ours.splitlines()] == [], "the rest is the wheel's file"
