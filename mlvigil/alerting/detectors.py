@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 DIRECTIONS = ("both", "down", "up")
 MINUTE_MS = 60_000
 PERIOD_MINUTES = {"day": 24 * 60, "week": 7 * 24 * 60}
+MIN_RESIDUAL_DOF = 10  # the seasonal warm-up goes on until the residual std has this many
 
 
 def _finite(x: Any) -> float | None:
@@ -265,7 +266,8 @@ class Seasonal(Detector):
     """CUSUM on the residuals from a seasonal baseline (hour of day, or hour of week), for
     business metrics such as CTR or conversion rate that follow the clock.
 
-    The first ``warmup_periods`` periods (counted from the first value's time) learn a mean per
+    The first ``warmup_periods`` periods (counted from the first value's time; longer if needed
+    until the residual std rests on 10 values beyond one per slot) learn a mean per
     slot (``slot_minutes`` of the ``period``, in UTC: 24 hourly slots a day, 168 a week) and one
     pooled residual standard deviation; then the baseline is frozen and a CUSUM (``k``, ``h``,
     ``cap``, ``direction`` as in CUSUM) runs on (x - slot mean) / (pooled std sqrt(1 + 1/n)), n
@@ -277,12 +279,12 @@ class Seasonal(Detector):
     ``warmup_periods`` 2, ``k`` 0.5, ``h`` 5.0, ``cap`` 2.0, ``direction`` "both", ``min_std`` 1e-9.
     The state keeps three numbers per slot (168 slots for a week of hours).
 
-    >>> day = 86_400_000
-    >>> det = Seasonal(period="day", slot_minutes=720, warmup_periods=2, h=1.0, direction="down")
-    >>> for t, x in [(0, 0.10), (day // 2, 0.20), (day, 0.12), (day * 3 // 2, 0.18)]:
-    ...     _ = det.update(x, t)  # two days of warm-up: mornings 0.11, afternoons 0.19
-    >>> [det.update(x, t).drift_detected for t, x in [(2 * day, 0.11), (5 * day // 2, 0.15), (3 * day, 0.09)]]
-    [False, True, True]
+    >>> hour = 3_600_000
+    >>> det = Seasonal(period="day", slot_minutes=720, warmup_periods=2, h=2.0, direction="down")
+    >>> for i in range(48):  # two days of hourly warm-up: mornings about 0.11, afternoons 0.19
+    ...     _ = det.update((0.11 if i % 24 < 12 else 0.19) + 0.005 * (i % 3 - 1), i * hour)
+    >>> [det.update(x, i * hour).drift_detected for i, x in [(48, 0.11), (60, 0.15), (61, 0.16), (72, 0.10)]]
+    [False, True, True, True]
     >>> round(det.baseline, 2)
     0.11
     """
@@ -327,14 +329,13 @@ class Seasonal(Detector):
         acc = s["slot"][self.slot_of(t)]
         if s["std"] is None:
             period_ms = PERIOD_MINUTES[p["period"]] * MINUTE_MS
-            if t < s["start"] + int(p["warmup_periods"]) * period_ms:
+            filled = [a for a in s["slot"] if a[0] > 0]
+            dof = sum(a[0] for a in filled) - len(filled)  # values beyond the first of each slot
+            if t < s["start"] + int(p["warmup_periods"]) * period_ms or dof < MIN_RESIDUAL_DOF:
                 _Welford.add(acc, x)
                 self.ready = False
                 return self
-            filled = [a for a in s["slot"] if a[0] > 0]
-            dof = sum(a[0] for a in filled) - len(filled)
-            pooled = math.sqrt(sum(a[2] for a in filled) / dof) if dof > 0 else 0.0
-            s["std"] = max(pooled, float(p["min_std"]))
+            s["std"] = max(math.sqrt(sum(a[2] for a in filled) / dof), float(p["min_std"]))
         if acc[0] == 0:
             self.consumed = False  # no warm-up data for this slot: nothing to compare with
             return self
