@@ -1,4 +1,4 @@
-"""mlvigil command line: run, demo, profile, replay, broker, history, report."""
+"""mlvigil command line: run, demo, profile, replay, broker, history, report, backtest."""
 
 import argparse
 import json
@@ -108,6 +108,37 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
         return 2
 
 
+def cmd_backtest(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import backtest
+
+    try:
+        return backtest.cli(args)
+    except (ValueError, RuntimeError, TimeoutError, OSError) as e:  # bad arguments or rules file, store locked
+        print(f"mlvigil backtest: {e}", file=sys.stderr)
+        return 2
+
+
+def _backtest_args(sub) -> None:
+    bt = sub.add_parser("backtest", help="replay alert rules over the metric history: precision, recall, delay, sweep")
+    _store_args(bt)
+    bt.add_argument("--rules", required=True, help="the alerting YAML (rules, route; receivers are not contacted)")
+    bt.add_argument("--from", dest="from_", metavar="TIME", help="as for history (default: --to - 7 days)")
+    bt.add_argument("--to", default="now", metavar="TIME")
+    bt.add_argument("--model", action="append", help="only this model (repeatable; default: all)")
+    bt.add_argument("--truth-metric", default="accuracy", help="quality metric of a real drop (default accuracy)")
+    bt.add_argument("--truth-drop", type=float, default=0.05, help="relative drop below the reference (default 0.05)")
+    bt.add_argument("--truth-windows", type=int, default=3, help="consecutive bad windows (default 3)")
+    bt.add_argument("--truth-reference", default="initial:60",
+                    help="a number, initial:N (mean of the first N windows) or row ({metric}_reference)")  # fmt: skip
+    bt.add_argument("--truth-min-samples", type=int, default=0, help="labelled events for a window to count")
+    bt.add_argument("--truth-segment", default="*", help="segments (glob) whose drops count (default * = all traffic)")
+    bt.add_argument("--horizon", default="6h", help="an alert is true if a drop follows within this (default 6h)")
+    bt.add_argument("--sweep-factors", default="0.25,0.5,0.75,1,1.25,1.5,2,3",
+                    help="multiples of each rule's threshold (or detector sensitivity) to try")  # fmt: skip
+    bt.add_argument("--no-sweep", action="store_true")
+    bt.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the job's config file (its clickhouse.url and database)")
     p.add_argument("--clickhouse-url", help="chdb:///dir or http(s)://user@host:8123 (overrides the config's)")
@@ -183,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--granularity", choices=["auto", "minute", "hour", "day"], default="auto")
     rp.add_argument("--out", required=True, help="the HTML file to write")
 
+    _backtest_args(sub)
+
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
         return cmd_run(argparse.Namespace(), argv[1:])
     args = ap.parse_args(argv)
+    if args.cmd == "backtest":
+        return cmd_backtest(args, [])
     commands = {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker,
                 "history": cmd_history, "report": cmd_report}  # fmt: skip
     return commands[args.cmd](args, [])

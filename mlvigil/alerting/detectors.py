@@ -70,7 +70,9 @@ class Detector:
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults)
         if unknown:
-            raise ValueError(f"detector {self.name}: unknown parameters {sorted(unknown)}; known: {sorted(self.defaults)}")
+            raise ValueError(
+                f"detector {self.name}: unknown parameters {sorted(unknown)}; known: {sorted(self.defaults)}"
+            )
         self.params = {**self.defaults, **params}
         self._validate()
         self.drift_detected = False
@@ -459,4 +461,3 @@ def average_run_length(name: str, params: dict | None = None, shift: float = 0.0
         start = min(range(m), key=lambda i: abs(centers[i]))
         return _solve_arl(P, start)
     raise ValueError(f"no run-length computation for detector {name!r}")
-

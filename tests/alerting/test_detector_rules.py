@@ -84,7 +84,8 @@ def test_seasonal_rule_in_the_engine_uses_the_window_start():
     hours = 24 * 4
     hod = np.arange(hours) % 24
     ctr = 0.05 * (1 + 0.4 * np.sin(2 * np.pi * hod / 24)) + rng.normal(0, 0.001, hours)
-    ctr[24 * 3 :] -= 0.004  # day 4 (after two days of warm-up and one watched): a drop the daily swing (0.02) would hide from a plain threshold
+    # day 4 (after two days of warm-up and one watched): a drop the daily swing (0.02) hides from a threshold
+    ctr[24 * 3 :] -= 0.004
     bare = make_detector("seasonal", {"period": "day", "slot_minutes": 60, "warmup_periods": 2})
     verdicts = []
     for i in range(hours):
