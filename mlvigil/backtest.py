@@ -21,11 +21,14 @@ Scores per rule, from the alerts its notifications announce (an alert counts onc
 time of the first notification that lists it as firing; what the on-call saw):
 * notifications: notifications with a firing alert of the rule (repeats included; one per group
   and tick, whatever the number of receivers), total and per week of the range;
-* precision: the share of alerts followed by a real drop on the same model, version and segment
-  within ``horizon`` (onset <= alert + horizon, and the drop not over before the alert);
-* recall: the share of drops with an alert of the rule in [onset - horizon, end]; the others are
-  "missed" (no warning before or during the drop);
-* median delay: alert time - onset over the detected drops (negative: an early warning);
+* an alert matches a drop on the same model, version and segment when it was announced from
+  ``horizon`` before the drop's onset to the drop's end (the drop followed within the horizon, or
+  was going on); one announced earlier does not, even if it is still firing (otherwise an alert
+  that never resolves would score best);
+* precision: the share of alerts that match a drop;
+* recall: the share of drops that an alert of the rule matches; the others are "missed" (no
+  warning before or during the drop);
+* median delay: first matching alert - onset over the detected drops (negative: an early warning);
 * sweep: the rule alone (no inhibition by the others) with its threshold (every per-feature
   threshold too) or its detector's sensitivity parameter (registry ``sweep``) scaled by each of
   ``factors``; the F1-best value is reported.
@@ -51,7 +54,7 @@ from mlvigil.config import duration_ms
 
 TABLES = ("feature_metrics", "service_metrics", "quality_metrics")
 WEEK_MS = 7 * 86_400_000
-DEFAULT_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+DEFAULT_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -248,24 +251,21 @@ def quality_drops(batches: dict[str, list[tuple[int, list[dict]]]], truth: Truth
 # -- scores ------------------------------------------------------------------------------------------
 
 
-def _same_target(a: Alarm, d: Drop) -> bool:
-    return (a.model_id, a.model_version, a.segment) == (d.model_id, d.model_version, d.segment)
+def matches(a: Alarm, d: Drop, horizon_ms: int) -> bool:
+    """Same model, version and segment, and announced from ``horizon`` before the drop's onset
+    to its end (the drop followed within the horizon, or was going on). An alert that fires long
+    before and stays firing does not count: otherwise one that never resolves would score best."""
+    same = (a.model_id, a.model_version, a.segment) == (d.model_id, d.model_version, d.segment)
+    return same and d.onset_ms - horizon_ms <= a.announced_ms <= d.end_ms
 
 
 def score(alarms: list[Alarm], drops: list[Drop], horizon_ms: int) -> dict:
-    """Precision, recall, F1, detected / missed drops and the median detection delay."""
-    true_alarms = sum(
-        any(_same_target(a, d) and d.onset_ms <= a.announced_ms + horizon_ms and d.end_ms >= a.announced_ms
-            for d in drops)
-        for a in alarms
-    )  # fmt: skip
+    """Precision (alerts that match a drop), recall (drops that an alert matches), F1, detected /
+    missed drops and the median detection delay (first matching alert - onset)."""
+    true_alarms = sum(any(matches(a, d, horizon_ms) for d in drops) for a in alarms)
     delays = []
     for d in drops:
-        hits = [
-            a.announced_ms
-            for a in alarms
-            if _same_target(a, d) and d.onset_ms - horizon_ms <= a.announced_ms <= d.end_ms
-        ]
+        hits = [a.announced_ms for a in alarms if matches(a, d, horizon_ms)]
         if hits:
             delays.append(min(hits) - d.onset_ms)
     precision = true_alarms / len(alarms) if alarms else None

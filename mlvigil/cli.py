@@ -133,7 +133,7 @@ def _backtest_args(sub) -> None:
     bt.add_argument("--truth-min-samples", type=int, default=0, help="labelled events for a window to count")
     bt.add_argument("--truth-segment", default="*", help="segments (glob) whose drops count (default * = all traffic)")
     bt.add_argument("--horizon", default="6h", help="an alert is true if a drop follows within this (default 6h)")
-    bt.add_argument("--sweep-factors", default="0.25,0.5,0.75,1,1.25,1.5,2,3",
+    bt.add_argument("--sweep-factors", default="0.5,0.75,1,1.25,1.5,2",
                     help="multiples of each rule's threshold (or detector sensitivity) to try")  # fmt: skip
     bt.add_argument("--no-sweep", action="store_true")
     bt.add_argument("--json", action="store_true", help="JSON instead of a table")
