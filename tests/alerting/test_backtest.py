@@ -14,6 +14,7 @@ import pytest
 from mlvigil import clickhouse
 from mlvigil.cli import main
 from mlvigil.finalize import FEATURE_COLUMNS
+from mlvigil.profile import build_profile, save_profile
 from mlvigil.quality import QUALITY_COLUMNS
 
 pytestmark = pytest.mark.integration
@@ -46,8 +47,17 @@ WINDOWS = 120
 #     the factor nearest 1).
 #   acc_low: 0.43 never fires (F1 0); 0.86 F1 = 2 (2/3) 1 / (2/3 + 1) = 0.8; 1.72 fires at w(0) and
 #     never resolves (one false alert, both drops missed: F1 0): best 0.86.
+# psi_weighted (psi > 0.2 x (1 - importance)) shows that --config brings the profiles' feature
+# importance to the rows, as in the job: with the profile (age has importance 0) it alerts like
+# psi_high; with only --clickhouse-url there is no profile, importance is 1, the threshold 0, and
+# it fires at w(0) and never resolves (one alert).
 RULES = """
 rules:
+  - name: psi_weighted
+    layer: data
+    metric: psi
+    condition: {op: ">", threshold: 0.2}
+    importance_weight: 1.0
   - name: psi_high
     layer: data
     metric: psi
@@ -118,12 +128,19 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
     _seed(url, t0)
     rules = tmp_path / "alerts.yaml"
     rules.write_text(textwrap.dedent(RULES))
-    t_from, t_to = t0.isoformat(), (t0 + timedelta(minutes=WINDOWS)).isoformat()
-    args = ["backtest", "--clickhouse-url", url, "--rules", str(rules), "--from", t_from, "--to", t_to,
-            "--horizon", "10m", "--sweep-factors", "0.5,1,2"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlvigil.cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    profile = build_profile({"age": [float(a) for a in range(18, 80)]}, "recsys", "v1", importance={"age": 0.0})
+    save_profile(profile, tmp_path / "recsys-v1.json")
+    config = tmp_path / "mlvigil.yaml"
+    config.write_text(
+        f"models: {{recsys: {{profiles: {{v1: recsys-v1.json}}}}}}\nclickhouse: {{url: '{url}', database: {DB}}}\n"
     )
+    t_from, t_to = t0.isoformat(), (t0 + timedelta(minutes=WINDOWS)).isoformat()
+    common = ["--rules", str(rules), "--from", t_from, "--to", t_to, "--horizon", "10m", "--sweep-factors", "0.5,1,2"]
+    args = ["backtest", "--clickhouse-url", url, *common]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlvigil.cli", "backtest", "--config", str(config), *common, "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
 
@@ -139,6 +156,9 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
     assert result["weeks"] == pytest.approx(weeks)
     by_rule = {r["rule"]: r for r in result["rules"]}
     psi, acc, cusum = by_rule["psi_high"], by_rule["acc_low"], by_rule["acc_cusum"]
+    assert {k: v for k, v in by_rule["psi_weighted"].items() if k not in ("rule", "sweep")} == {
+        k: v for k, v in psi.items() if k not in ("rule", "sweep")
+    }
     assert (psi["notifications"], psi["alerts"], psi["true_alerts"]) == (2, 2, 2)
     assert psi["notifications_per_week"] == pytest.approx(2 / weeks)
     assert (psi["precision"], psi["recall"], psi["missed"]) == (1.0, 1.0, 0)
@@ -178,6 +198,8 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
         assert main(args) == 0
     table = out.getvalue()
     assert "2 drops" in table and "horizon 10m" in table
+    weighted = next(x for x in table.splitlines() if x.startswith("psi_weighted "))
+    assert weighted.split()[1:5] == ["1", f"{1 / weeks:.1f}", "1", "0.00"]  # no profile: importance 1
     line = next(x for x in table.splitlines() if x.startswith("acc_low "))
     assert line.split()[1:8] == ["3", f"{3 / weeks:.1f}", "3", "0.67", "1.00", "0", "30s"]
     assert "threshold=0.86 (F1 0.80)" in line
@@ -185,4 +207,6 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
     with contextlib.redirect_stderr(err):
         assert main([*args[:5], "--from", t_to, "--to", t_from]) == 2  # an empty range
         assert main([*args[:5], "--from", "now-400d", "--to", "now-300d"]) == 1  # nothing stored then
+        assert main([*args[:5], "--truth-reference", "median"]) == 2
     assert "must be before" in err.getvalue() and "no metric rows" in err.getvalue()
+    assert "truth reference must be" in err.getvalue()
