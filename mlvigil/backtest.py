@@ -333,7 +333,8 @@ class Backtest:
         results = []
         for rule in self.config.rules:
             mine = [a for a in alarms if a.rule == rule.name]
-            res = {"rule": rule.name, "notifications": per_rule.get(rule.name, 0)}
+            matched = sum(rule.matches(r) for items in batches.values() for _, rows in items for r in rows)
+            res = {"rule": rule.name, "rows": matched, "notifications": per_rule.get(rule.name, 0)}
             res["notifications_per_week"] = res["notifications"] / weeks
             res.update(score(mine, drops, self.horizon_ms))
             res["sweep"] = self.sweep(rule, batches, drops, until, weeks)
@@ -410,6 +411,9 @@ def format_table(result: dict) -> str:
     for row in [header, *body]:
         lines.append("  ".join(v.ljust(w) if i == 0 or i == len(row) - 1 else v.rjust(w)
                                for i, (v, w) in enumerate(zip(row, widths, strict=True))).rstrip())  # fmt: skip
+    idle = [r["rule"] for r in result["rules"] if not r["rows"]]
+    if idle:  # a typo in a metric or a filter looks like a quiet rule otherwise
+        lines += ["", f"matched no rows in the range: {', '.join(idle)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -71,6 +71,10 @@ rules:
     metric: accuracy
     detector: cusum
     detector_params: {direction: down, mean: 0.9, std: 0.01}
+  - name: latency_typo
+    layer: service
+    metric: latency_p59
+    condition: {op: ">", threshold: 2000}
 receivers:
   - name: chat
     type: slack
@@ -156,9 +160,11 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
     assert result["weeks"] == pytest.approx(weeks)
     by_rule = {r["rule"]: r for r in result["rules"]}
     psi, acc, cusum = by_rule["psi_high"], by_rule["acc_low"], by_rule["acc_cusum"]
+    assert by_rule["latency_typo"]["rows"] == 0 and by_rule["latency_typo"]["alerts"] == 0
     assert {k: v for k, v in by_rule["psi_weighted"].items() if k not in ("rule", "sweep")} == {
         k: v for k, v in psi.items() if k not in ("rule", "sweep")
     }
+    assert (psi["rows"], acc["rows"], cusum["rows"]) == (WINDOWS, WINDOWS, WINDOWS)
     assert (psi["notifications"], psi["alerts"], psi["true_alerts"]) == (2, 2, 2)
     assert psi["notifications_per_week"] == pytest.approx(2 / weeks)
     assert (psi["precision"], psi["recall"], psi["missed"]) == (1.0, 1.0, 0)
@@ -203,6 +209,7 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
     line = next(x for x in table.splitlines() if x.startswith("acc_low "))
     assert line.split()[1:8] == ["3", f"{3 / weeks:.1f}", "3", "0.67", "1.00", "0", "30s"]
     assert "threshold=0.86 (F1 0.80)" in line
+    assert table.rstrip().endswith("matched no rows in the range: latency_typo")
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert main([*args[:5], "--from", t_to, "--to", t_from]) == 2  # an empty range
