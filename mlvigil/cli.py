@@ -1,4 +1,4 @@
-"""mlvigil command line: run, demo, profile, replay, broker, history, report, backtest."""
+"""mlvigil command line: run, demo, profile, replay, broker, history, report."""
 
 import argparse
 import json
@@ -108,6 +108,12 @@ def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
         return 2
 
 
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the job's config file (its clickhouse.url and database)")
+    p.add_argument("--clickhouse-url", help="chdb:///dir or http(s)://user@host:8123 (overrides the config's)")
+    p.add_argument("--database", help="default: the config's, else mlvigil")
+
+
 def cmd_backtest(args: argparse.Namespace, rest: list[str]) -> int:
     from mlvigil import backtest
 
@@ -139,15 +145,10 @@ def _backtest_args(sub) -> None:
     bt.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 
-def _store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="the job's config file (its clickhouse.url and database)")
-    p.add_argument("--clickhouse-url", help="chdb:///dir or http(s)://user@host:8123 (overrides the config's)")
-    p.add_argument("--database", help="default: the config's, else mlvigil")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mlvigil", description="streaming monitor for ML models")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _backtest_args(sub)
 
     sub.add_parser("run", help="run the monitor job (see `mlvigil run --help`)", add_help=False)
 
@@ -214,14 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--granularity", choices=["auto", "minute", "hour", "day"], default="auto")
     rp.add_argument("--out", required=True, help="the HTML file to write")
 
-    _backtest_args(sub)
-
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
         return cmd_run(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "backtest":
+        return cmd_backtest(ap.parse_args(argv), [])
     args = ap.parse_args(argv)
-    if args.cmd == "backtest":
-        return cmd_backtest(args, [])
     commands = {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker,
                 "history": cmd_history, "report": cmd_report}  # fmt: skip
     return commands[args.cmd](args, [])
