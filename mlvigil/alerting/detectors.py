@@ -60,9 +60,8 @@ class Detector:
 
     After ``update``: ``consumed`` (False when the value could not be used at all: the state
     did not change), ``drift_detected`` (the verdict), ``ready`` (False while learning the
-    baseline), ``statistic`` and ``limit`` (the number
-    compared and the bound it is compared with, for alert texts) and ``baseline`` (the expected
-    value of x, in its units)."""
+    baseline), ``statistic`` and ``limit`` (the number compared and the bound it is compared
+    with, for alert texts) and ``baseline`` (the expected value of x, in its units)."""
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
@@ -132,6 +131,18 @@ class Detector:
         return mean, max(std, p["min_std"])
 
 
+def _check_baseline_params(det: Detector) -> None:
+    """warmup, and a given mean / std (checked here so that a bad rule fails when it is loaded,
+    never in the job's update)."""
+    p = det.params
+    if isinstance(p["warmup"], bool) or not isinstance(p["warmup"], int) or p["warmup"] < 2:
+        raise ValueError(f"detector {det.name}: warmup must be an integer >= 2")
+    if p["mean"] is not None and _finite(p["mean"]) is None:
+        raise ValueError(f"detector {det.name}: mean must be a number")
+    if p["std"] is not None and (_finite(p["std"]) is None or p["std"] <= 0):
+        raise ValueError(f"detector {det.name}: std must be a positive number")
+
+
 def _check_positive(det: Detector, *names: str) -> None:
     for n in names:
         v = _finite(det.params[n])
@@ -167,10 +178,10 @@ class EWMA(Detector):
     def _validate(self) -> None:
         super()._validate()
         _check_positive(self, "k", "min_std")
-        if not 0 < float(self.params["alpha"]) <= 1:
+        alpha = _finite(self.params["alpha"])
+        if alpha is None or not 0 < alpha <= 1:
             raise ValueError("detector ewma: alpha must be in (0, 1]")
-        if int(self.params["warmup"]) < 2:
-            raise ValueError("detector ewma: warmup must be >= 2")
+        _check_baseline_params(self)
 
     def _initial_state(self) -> dict:
         return {"warm": [0, 0.0, 0.0], "z": None}
@@ -230,8 +241,7 @@ class CUSUM(Detector):
             raise ValueError("detector cusum: k must be >= 0")
         if _finite(self.params["cap"]) is None or self.params["cap"] < 1:
             raise ValueError("detector cusum: cap must be >= 1")
-        if int(self.params["warmup"]) < 2:
-            raise ValueError("detector cusum: warmup must be >= 2")
+        _check_baseline_params(self)
 
     def _initial_state(self) -> dict:
         return {"warm": [0, 0.0, 0.0], "hi": 0.0, "lo": 0.0}
@@ -300,11 +310,11 @@ class Seasonal(Detector):
         p = self.params
         if p["period"] not in PERIOD_MINUTES:
             raise ValueError(f"detector seasonal: period must be one of {sorted(PERIOD_MINUTES)}")
-        slot = int(p["slot_minutes"])
-        if slot <= 0 or PERIOD_MINUTES[p["period"]] % slot:
-            raise ValueError("detector seasonal: slot_minutes must divide the period")
-        if int(p["warmup_periods"]) < 1:
-            raise ValueError("detector seasonal: warmup_periods must be >= 1")
+        slot, warm = p["slot_minutes"], p["warmup_periods"]
+        if isinstance(slot, bool) or not isinstance(slot, int) or slot <= 0 or PERIOD_MINUTES[p["period"]] % slot:
+            raise ValueError("detector seasonal: slot_minutes must be an integer that divides the period")
+        if isinstance(warm, bool) or not isinstance(warm, int) or warm < 1:
+            raise ValueError("detector seasonal: warmup_periods must be an integer >= 1")
         _check_positive(self, "h", "min_std")
         if _finite(p["k"]) is None or p["k"] < 0 or _finite(p["cap"]) is None or p["cap"] < 1:
             raise ValueError("detector seasonal: k must be >= 0 and cap >= 1")

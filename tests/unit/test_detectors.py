@@ -239,7 +239,9 @@ def test_bad_parameters_are_refused():
     with pytest.raises(KeyError, match="unknown detector"):
         make_detector("prophet")
     for name, params in (("ewma", {"alpha": 1.5}), ("cusum", {"h": 0}), ("seasonal", {"slot_minutes": 11}),
-                         ("cusum", {"direction": "sideways"})):  # fmt: skip
+                         ("cusum", {"direction": "sideways"}), ("ewma", {"std": 0}), ("cusum", {"mean": "high"}),
+                         ("ewma", {"warmup": 1}), ("cusum", {"k": float("nan")}), ("seasonal", {"period": "month"}),
+                         ("seasonal", {"warmup_periods": 0.5}), ("ewma", {"k": True})):  # fmt: skip
         with pytest.raises(ValueError):
             make_detector(name, params)
     with pytest.raises(ValueError, match="needs the window's time"):
