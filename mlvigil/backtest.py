@@ -102,10 +102,9 @@ class Alarm:
 # -- reading the history ----------------------------------------------------------------------------
 
 
-def _utc_ms(v: Any) -> Any:
-    if isinstance(v, datetime):
-        v = v.replace(tzinfo=UTC) if v.tzinfo is None else v  # the store's DateTime64 columns are UTC
-        return int(v.timestamp() * 1000)
+def _aware_utc(v: Any) -> Any:
+    if isinstance(v, datetime):  # the store's DateTime64 columns are UTC
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
     return v
 
 
@@ -131,12 +130,14 @@ def read_history(
             cols = COLUMNS[table]
             sql = f"SELECT {', '.join(cols)} FROM {database}.{table} FINAL WHERE {where} ORDER BY window_end"
             rows = c.query(sql, parameters=params).result_rows
-            out[table] = [
-                [datetime.fromtimestamp(_utc_ms(v) / 1000, UTC) if isinstance(v, datetime) else v for v in r]
-                for r in rows
-            ]
+            out[table] = [[_aware_utc(v) for v in r] for r in rows]
 
-    clickhouse.run(url, go)
+    try:
+        clickhouse.run(url, go)
+    except Exception as e:
+        if "UNKNOWN_TABLE" in str(e) or "UNKNOWN_DATABASE" in str(e) or "doesn't exist" in str(e):
+            raise RuntimeError(f"{database} has no metric tables ({TABLES}): is this the job's store?") from e
+        raise
     return out
 
 

@@ -215,5 +215,6 @@ def test_backtest_cli_figures_equal_the_hand_computation(tmp_path):
         assert main([*args[:5], "--from", t_to, "--to", t_from]) == 2  # an empty range
         assert main([*args[:5], "--from", "now-400d", "--to", "now-300d"]) == 1  # nothing stored then
         assert main([*args[:5], "--truth-reference", "median"]) == 2
+        assert main([*args[:5], "--database", "elsewhere"]) == 2  # a store without the tables
     assert "must be before" in err.getvalue() and "no metric rows" in err.getvalue()
-    assert "truth reference must be" in err.getvalue()
+    assert "truth reference must be" in err.getvalue() and "elsewhere has no metric tables" in err.getvalue()
