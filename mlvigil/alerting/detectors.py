@@ -1,15 +1,17 @@
-"""Change detectors for slow decay: EWMA chart, CUSUM, and CUSUM on a seasonal baseline.
+"""Change detectors for slow decay: EWMA chart, CUSUM, CUSUM on a seasonal baseline, and
+Page-Hinkley.
 
 A fixed threshold misses a slow decline (accuracy falling 1 % a day stays under "drop > 10 %"
 for ten days); these detectors accumulate evidence over windows instead. They follow River's
-detectors: a small object, ``update(x)``, a verdict ``drift_detected``. Unlike River they do not
-reset themselves after a detection: ``drift_detected`` stays true while the statistic is beyond
-its limit, which is the alert engine's "firing" (it resolves at the first window back inside).
+detectors: a small object, ``update(x)``, a verdict ``drift_detected``. Unlike River, EWMA, CUSUM
+and Seasonal do not reset themselves after a detection: ``drift_detected`` stays true while the
+statistic is beyond its limit, which is the alert engine's "firing" (it resolves at the first
+window back inside). PageHinkley keeps River's semantics (it starts over after a detection).
 
-Each detector learns its baseline (in-control mean and standard deviation) from its first
-``warmup`` values, unless ``mean`` and ``std`` are given, and then freezes it: a baseline that
-kept adapting would follow a slow decay and never see it. A new model version is a new target
-of the alert engine, so it learns its own baseline.
+EWMA, CUSUM and Seasonal learn their baseline (in-control mean and standard deviation) from
+their first values (``warmup``), unless ``mean`` and ``std`` are given, and then freeze it: a
+baseline that kept adapting would follow a slow decay and never see it. A new model version is a
+new target of the alert engine, so it learns its own baseline.
 
 State is a plain JSON-able dict (no NaN, no infinities): the alert engine keeps it per rule and
 target in its own state, which the job keeps in Flink keyed state. ``to_dict``/``from_dict``
@@ -359,6 +361,71 @@ class Seasonal(Detector):
         return self
 
 
+class PageHinkley(Detector):
+    """Page-Hinkley test as in River (river.drift.PageHinkley), on the metric's own units.
+
+    m = running mean of the values since the last detection; S+ = alpha S+ + (x - m) - delta,
+    S- = alpha S- + (x - m) + delta; drift when S+ - min S+ > threshold (up) or max S- - S- >
+    threshold (down), once ``min_instances`` values were seen. As in River, the detector starts
+    over at the update after a detection (a new mean): ``drift_detected`` marks the window of a
+    change, so an alert fires for that window and resolves at the next one. The mean adapts, so
+    unlike the other detectors it compares recent values with the whole history since the last
+    change; ``delta`` and ``threshold`` are in the metric's units (River's 0.005 and 50 suit
+    counts, not rates: for an accuracy, threshold 0.05 to 0.2 is typical).
+
+    Parameters (defaults): ``min_instances`` 30, ``delta`` 0.005, ``threshold`` 50.0, ``alpha``
+    0.9999 (forgetting of the sums), ``direction`` "both".
+
+    >>> det = PageHinkley(min_instances=3, delta=0.0, threshold=0.05, direction="down")
+    >>> [det.update(x).drift_detected for x in (0.9, 0.9, 0.9, 0.9, 0.85, 0.85, 0.85)]
+    [False, False, False, False, False, True, False]
+    >>> det.ready  # it started over after the detection
+    False
+    """
+
+    name = "page_hinkley"
+    defaults = {"min_instances": 30, "delta": 0.005, "threshold": 50.0, "alpha": 0.9999, "direction": "both"}
+
+    def _validate(self) -> None:
+        super()._validate()
+        p = self.params
+        _check_positive(self, "threshold")
+        n = p["min_instances"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError("detector page_hinkley: min_instances must be an integer >= 1")
+        if _finite(p["delta"]) is None or p["delta"] < 0:
+            raise ValueError("detector page_hinkley: delta must be >= 0")
+        alpha = _finite(p["alpha"])
+        if alpha is None or not 0 < alpha <= 1:
+            raise ValueError("detector page_hinkley: alpha must be in (0, 1]")
+
+    def _initial_state(self) -> dict:
+        return {"n": 0, "mean": 0.0, "inc": 0.0, "min_inc": 0.0, "dec": 0.0, "max_dec": 0.0}
+
+    def update(self, x: float, t_ms: int | None = None) -> "PageHinkley":
+        p = self.params
+        self.consumed = True
+        if self.drift_detected:  # River: start over after a detection
+            self._state = self._initial_state()
+        s = self._state
+        a, delta, x = float(p["alpha"]), float(p["delta"]), float(x)
+        s["n"] += 1
+        s["mean"] += (x - s["mean"]) / s["n"]
+        dev = x - s["mean"]
+        s["inc"] = a * s["inc"] + dev - delta
+        s["dec"] = a * s["dec"] + dev + delta
+        first = s["n"] == 1  # (River starts the extremes at +-inf; the first sums set them)
+        s["min_inc"] = s["inc"] if first else min(s["min_inc"], s["inc"])
+        s["max_dec"] = s["dec"] if first else max(s["max_dec"], s["dec"])
+        up, down = s["inc"] - s["min_inc"], s["max_dec"] - s["dec"]
+        d = p["direction"]
+        self.statistic = max(up if d != "down" else 0.0, down if d != "up" else 0.0)
+        self.limit, self.baseline = float(p["threshold"]), s["mean"]
+        self.ready = s["n"] >= int(p["min_instances"])
+        self.drift_detected = self.ready and self.statistic > self.limit
+        return self
+
+
 # -- registry ---------------------------------------------------------------------------------------
 
 
@@ -386,6 +453,7 @@ def register(cls: type[Detector], description: str, sweep: str) -> DetectorSpec:
 register(EWMA, "EWMA control chart, k-sigma limits", sweep="k")
 register(CUSUM, "tabular CUSUM on standardised values", sweep="h")
 register(Seasonal, "CUSUM on residuals from an hour-of-day / hour-of-week baseline", sweep="h")
+register(PageHinkley, "Page-Hinkley test against the running mean (River's semantics)", sweep="threshold")
 
 
 def get_detector(name: str) -> DetectorSpec:

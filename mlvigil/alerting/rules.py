@@ -108,7 +108,7 @@ class Rule:
     annotations: dict[str, str] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
     # -- detector rules (see "Detector rules" below) --
-    detector: str | None = None  # a name from mlvigil.alerting.detectors (ewma, cusum, seasonal)
+    detector: str | None = None  # a name from mlvigil.alerting.detectors (ewma, cusum, seasonal, page_hinkley)
     detector_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

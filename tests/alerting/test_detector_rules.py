@@ -21,6 +21,13 @@ rules:
     detector_params: {direction: down, warmup: 20}
     min_samples: 100
     severity: warning
+  - name: accuracy_ph
+    layer: model
+    metric: accuracy
+    match: {segment: "**"}
+    detector: page_hinkley
+    detector_params: {direction: down, delta: 0.005, threshold: 0.05, min_instances: 20}
+    min_samples: 100
   - name: ctr_seasonal
     layer: business
     metric: ctr
@@ -45,6 +52,9 @@ def test_engine_verdicts_equal_the_bare_detector_per_target():
         "region=eu": rng.normal(0.85, 0.02, n),
     }
     bare = {seg: make_detector("cusum", {"direction": "down", "warmup": 20}) for seg in acc}
+    ph_params = {"direction": "down", "delta": 0.005, "threshold": 0.05, "min_instances": 20}
+    bare_ph = {seg: make_detector("page_hinkley", ph_params) for seg in acc}
+    ph_fired = 0
     t0 = 1_700_000_000_000 // MIN * MIN
     low_samples = {25, 90}  # windows of "*" with too few labels: neither side may feed them
     messages = []
@@ -56,13 +66,19 @@ def test_engine_verdicts_equal_the_bare_detector_per_target():
             rows.append(quality_row(segment=seg, labelled=labelled, accuracy=float(series[i])))
             if labelled >= 100:
                 bare[seg].update(float(series[i]))
+                bare_ph[seg].update(float(series[i]))
         messages += drv.window(w, rows)
         if i in (30, 80):
             drv.window(w, [quality_row(accuracy=0.1)])  # a replayed window: ignored, not fed again
         firing = _firing(engine, drv.state, "accuracy_cusum")
         for seg, det in bare.items():
             assert firing.get(seg, False) == det.drift_detected, (i, seg)
+        firing_ph = _firing(engine, drv.state, "accuracy_ph")
+        for seg, det in bare_ph.items():  # Page-Hinkley: fires for the window of a change only
+            assert firing_ph.get(seg, False) == det.drift_detected, (i, seg)
+            ph_fired += det.drift_detected
     assert not bare["*"].drift_detected  # recovered by the end
+    assert ph_fired >= 1
     # it did fire during the drop, and the notification says how far below the baseline
     fired = [
         a for m in messages for a in m.alerts

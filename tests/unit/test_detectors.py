@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import norm
 
 from mlvigil.alerting import detectors
-from mlvigil.alerting.detectors import CUSUM, EWMA, Seasonal, average_run_length, make_detector
+from mlvigil.alerting.detectors import CUSUM, EWMA, PageHinkley, Seasonal, average_run_length, make_detector
 from mlvigil.alerting.rules import Rule
 
 HOUR = 3_600_000
@@ -111,6 +111,46 @@ def test_ewma_false_alarms_on_noise_match_the_run_length():
     assert mine.mean() == pytest.approx(arl, rel=0.15)
 
 
+def _numpy_page_hinkley(x: np.ndarray, min_n: int, delta: float, threshold: float, alpha: float) -> np.ndarray:
+    """Two-sided Page-Hinkley over many runs at once, restarting a run after each detection;
+    the mean from a running sum (the detector updates it incrementally). Flags per window."""
+    runs, n_steps = x.shape
+    n, total, inc, dec = (np.zeros(runs) for _ in range(4))
+    lo, hi = np.full(runs, np.inf), np.full(runs, -np.inf)
+    flags = np.zeros_like(x, dtype=bool)
+    for t in range(n_steps):
+        if t:
+            restart = flags[:, t - 1]
+            for arr, v in ((n, 0), (total, 0), (inc, 0), (dec, 0), (lo, np.inf), (hi, -np.inf)):
+                arr[restart] = v
+        n += 1
+        total += x[:, t]
+        dev = x[:, t] - total / n
+        inc = alpha * inc + dev - delta
+        dec = alpha * dec + dev + delta
+        lo, hi = np.minimum(lo, inc), np.maximum(hi, dec)
+        flags[:, t] = (n >= min_n) & ((inc - lo > threshold) | (hi - dec > threshold))
+    return flags
+
+
+def test_page_hinkley_equals_a_numpy_version_and_restarts_after_each_detection():
+    rng = np.random.default_rng(12)
+    params = {"min_instances": 10, "delta": 0.1, "threshold": 4.0, "alpha": 0.999}
+    x = rng.standard_normal((200, 300))
+    x[:, 150:] += 1.5  # a step half-way
+    mine = []
+    for row in x:
+        det = PageHinkley(**params)
+        mine.append([det.update(float(v)).drift_detected for v in row])
+    mine = np.array(mine)
+    reference = _numpy_page_hinkley(x, 10, 0.1, 4.0, 0.999)
+    np.testing.assert_array_equal(mine, reference)
+    assert not (mine[:, :-1] & mine[:, 1:]).any()  # a detection lasts one window, then it starts over
+    first_after_step = np.array([np.argmax(r[150:]) if r[150:].any() else 999 for r in mine])
+    assert (first_after_step < 30).mean() > 0.9  # the step is found
+    assert mine[:, :150].mean() < mine[:, 150:180].mean()
+
+
 def test_learned_baseline_uses_the_warmup_mean_and_sample_std():
     rng = np.random.default_rng(3)
     warm = rng.normal(0.9, 0.02, 30)
@@ -150,7 +190,9 @@ def test_ramp_of_one_percent_a_day_is_caught_long_before_a_fixed_ten_percent_thr
         if fixed.observe({"accuracy": float(x), "accuracy_reference": ref}).hit
     )  # fmt: skip
     assert fixed_day >= 10  # the article's point: the fixed rule sees it after ten days
-    for det in (CUSUM(direction="down"), EWMA(direction="down")):
+    # Page-Hinkley in accuracy units: delta half a noise sd, threshold six
+    ph = PageHinkley(delta=0.0025, threshold=0.03, direction="down")
+    for det in (CUSUM(direction="down"), EWMA(direction="down"), ph):
         flags = [det.update(float(x)).drift_detected for x in series]
         assert not any(flags[:days_warm])
         day = flags.index(True) - days_warm + 1
@@ -222,7 +264,8 @@ def test_seasonal_false_alarm_rate_on_noise():
 def test_state_is_json_and_round_trips_mid_stream():
     rng = np.random.default_rng(2)
     t, ctr = _weekly(rng, 24 * 7 * 3)
-    for name, kwargs in (("ewma", {}), ("cusum", {}), ("seasonal", {"period": "day"})):
+    ph = {"min_instances": 5, "delta": 0.0001, "threshold": 0.004}  # detects (and restarts) now and then
+    for name, kwargs in (("ewma", {}), ("cusum", {}), ("seasonal", {"period": "day"}), ("page_hinkley", ph)):
         a = make_detector(name, kwargs)
         b = make_detector(name, kwargs)
         for ti, x in zip(t, ctr, strict=True):
@@ -241,7 +284,9 @@ def test_bad_parameters_are_refused():
     for name, params in (("ewma", {"alpha": 1.5}), ("cusum", {"h": 0}), ("seasonal", {"slot_minutes": 11}),
                          ("cusum", {"direction": "sideways"}), ("ewma", {"std": 0}), ("cusum", {"mean": "high"}),
                          ("ewma", {"warmup": 1}), ("cusum", {"k": float("nan")}), ("seasonal", {"period": "month"}),
-                         ("seasonal", {"warmup_periods": 0.5}), ("ewma", {"k": True})):  # fmt: skip
+                         ("seasonal", {"warmup_periods": 0.5}), ("ewma", {"k": True}),
+                         ("page_hinkley", {"alpha": 0}), ("page_hinkley", {"min_instances": 0}),
+                         ("page_hinkley", {"delta": -1})):  # fmt: skip
         with pytest.raises(ValueError):
             make_detector(name, params)
     with pytest.raises(ValueError, match="needs the window's time"):
