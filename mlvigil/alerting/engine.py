@@ -489,6 +489,8 @@ def alert_summary(a: dict) -> str:
     feature = a["labels"].get("feature")
     prefix = f"{feature} " if feature else ""
     if a.get("baseline") is not None and a.get("observed") is not None:
+        if a["baseline"] == 0:  # a detector's learned mean can be 0 (error rate, PSI): no percentage
+            return f"{prefix}{a['metric']} {fmt_num(a['baseline'])} -> {fmt_num(a['value'])}"
         pct = 100.0 * (a["value"] - a["baseline"]) / abs(a["baseline"])
         return f"{prefix}{a['metric']} {pct:+.0f} % ({fmt_num(a['baseline'])} -> {fmt_num(a['value'])})"
     if a.get("status") == "resolved":

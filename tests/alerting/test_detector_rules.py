@@ -140,3 +140,22 @@ def test_edited_parameters_relearn_and_bad_rules_are_refused():
     for message, extra in bad.items():
         with pytest.raises(ValueError, match=message):
             load_rules([{"name": "r", "layer": "model", "metric": "accuracy", **extra}])
+
+
+def test_a_baseline_of_zero_gives_a_summary_not_a_crash():
+    """Found in a job run: a learned mean of 0 (errors, PSI of an unchanged feature) made the
+    percentage in the summary divide by zero, which killed the job."""
+    from tests.alerting.conftest import service_row
+
+    rules = load_rules(
+        [{"name": "errors_up", "layer": "service", "metric": "error_rate", "detector": "cusum",
+          "detector_params": {"direction": "up", "warmup": 5, "min_std": 0.001}}]
+    )  # fmt: skip
+    drv = Driver(AlertEngine(rules))
+    t0 = 1_700_000_000_000
+    sent = []
+    for i in range(12):
+        sent += drv.window(t0 + (i + 1) * MIN, [service_row(error_rate=0.0 if i < 8 else 0.05)])
+    sent += drv.advance(t0 + 20 * MIN)
+    summaries = [a["annotations"]["summary"] for n in sent for a in n.alerts if a["status"] == "firing"]
+    assert summaries and summaries[0] == "error_rate 0.0 -> 0.05"
