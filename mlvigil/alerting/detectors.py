@@ -105,6 +105,8 @@ class Detector:
     def load_state(self, state: dict) -> None:
         s = dict(state)
         self.drift_detected, self.ready, self.statistic, self.limit, self.baseline = s.pop("verdict")
+        if set(s) != set(self._initial_state()):
+            raise ValueError(f"detector {self.name}: the state has keys {sorted(s)}, not this version's")
         self._state = s
 
     def to_dict(self) -> dict:

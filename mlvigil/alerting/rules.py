@@ -266,8 +266,8 @@ class Rule:
         """Evaluate a detector rule on one row: feed the metric to the target's detector (restored
         from det_state, a Detector.to_dict()) and return the observation and the new state. A
         window that cannot be evaluated (no value, too few samples) leaves the detector as it was.
-        A stored state from other parameters (the rule was edited) is dropped: the detector
-        learns its baseline again."""
+        A stored state from another detector or other parameters (the rule was edited), or one
+        that cannot be read, is dropped: the detector learns its baseline again."""
         from mlvigil.alerting.detectors import Detector, make_detector
 
         value = _num(row.get(self.metric))
@@ -276,8 +276,12 @@ class Rule:
             return Observation(False, samples=samples, reason="no value"), det_state
         if self.min_samples and (samples is None or samples < self.min_samples):
             return Observation(False, value=value, samples=samples, reason="too few samples"), det_state
-        fresh = make_detector(str(self.detector), self.detector_params)
-        det = Detector.from_dict(det_state) if det_state and det_state.get("params") == fresh.params else fresh
+        det = make_detector(str(self.detector), self.detector_params)
+        if det_state and det_state.get("detector") == det.name and det_state.get("params") == det.params:
+            try:
+                det = Detector.from_dict(det_state)
+            except (KeyError, TypeError, ValueError):  # a state this code cannot read: learn again
+                det = make_detector(str(self.detector), self.detector_params)
         det.update(value, t_ms)
         if not det.consumed:  # nothing to compare with (a seasonal slot without warm-up data)
             return Observation(False, value=value, samples=samples, reason="no baseline"), det_state

@@ -129,6 +129,10 @@ def test_edited_parameters_relearn_and_bad_rules_are_refused():
     drv.window(t0 + 30 * MIN, [quality_row(accuracy=0.9)])
     det = drv.state["targets"][key]["det"]
     assert det["params"]["warmup"] == 40 and det["state"]["warm"][0] == 1 and not det["state"]["verdict"][1]
+    del drv.state["targets"][key]["det"]["state"]["warm"]  # unreadable (another code version): learn again
+    drv.twin = json.loads(json.dumps(drv.state))
+    drv.window(t0 + 31 * MIN, [quality_row(accuracy=0.9)])
+    assert drv.state["targets"][key]["det"]["state"]["warm"][0] == 1
 
     bad = {
         "unknown detector": {"detector": "prophet"},
