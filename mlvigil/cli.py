@@ -126,9 +126,41 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", help="default: the config's, else mlvigil")
 
 
+def cmd_backtest(args: argparse.Namespace, rest: list[str]) -> int:
+    from mlvigil import backtest
+
+    try:
+        return backtest.cli(args)
+    except (ValueError, RuntimeError, TimeoutError, OSError) as e:  # bad arguments or rules file, store locked
+        print(f"mlvigil backtest: {e}", file=sys.stderr)
+        return 2
+
+
+def _backtest_args(sub) -> None:
+    bt = sub.add_parser("backtest", help="replay alert rules over the metric history: precision, recall, delay, sweep")
+    _store_args(bt)
+    bt.add_argument("--rules", required=True, help="the alerting YAML (rules, route; receivers are not contacted)")
+    bt.add_argument("--from", dest="from_", metavar="TIME", help="as for history (default: --to - 7 days)")
+    bt.add_argument("--to", default="now", metavar="TIME")
+    bt.add_argument("--model", action="append", help="only this model (repeatable; default: all)")
+    bt.add_argument("--truth-metric", default="accuracy", help="quality metric of a real drop (default accuracy)")
+    bt.add_argument("--truth-drop", type=float, default=0.05, help="relative drop below the reference (default 0.05)")
+    bt.add_argument("--truth-windows", type=int, default=3, help="consecutive bad windows (default 3)")
+    bt.add_argument("--truth-reference", default="initial:60",
+                    help="a number, initial:N (mean of the first N windows) or row ({metric}_reference)")  # fmt: skip
+    bt.add_argument("--truth-min-samples", type=int, default=0, help="labelled events for a window to count")
+    bt.add_argument("--truth-segment", default="*", help="segments (glob) whose drops count (default * = all traffic)")
+    bt.add_argument("--horizon", default="6h", help="an alert is true if a drop follows within this (default 6h)")
+    bt.add_argument("--sweep-factors", default="0.5,0.75,1,1.25,1.5,2",
+                    help="multiples of each rule's threshold (or detector sensitivity) to try")  # fmt: skip
+    bt.add_argument("--no-sweep", action="store_true")
+    bt.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mlvigil", description="streaming monitor for ML models")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _backtest_args(sub)
 
     sub.add_parser("run", help="run the monitor job (see `mlvigil run --help`)", add_help=False)
 
@@ -210,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
         return cmd_run(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "backtest":
+        return cmd_backtest(ap.parse_args(argv), [])
     args = ap.parse_args(argv)
     commands = {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker,
                 "history": cmd_history, "report": cmd_report, "compare": cmd_compare}  # fmt: skip

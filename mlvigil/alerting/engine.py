@@ -209,7 +209,12 @@ class AlertEngine:
         t = state["targets"].get(key) or {"streak": 0, "since": None, "hist": [], "last": None}
         if t["last"] is not None and t["last"] >= w:
             return  # this window (or a later one) was already evaluated: duplicate or late row
-        obs = rule.observe(row, t["hist"])
+        if rule.detector:  # detector rules keep their detector's state in the target's entry
+            obs, det = rule.observe_detector(row, t.get("det"), window_time_ms(row, w))
+            if det is not None:
+                t["det"] = det
+        else:
+            obs = rule.observe(row, t["hist"])
         if obs.evaluated:
             # Only an evaluated window is final: quality rows come again as labels arrive, and a
             # window with too few labels yet must be looked at again when it has enough.
@@ -459,10 +464,17 @@ class AlertEngine:
             rule = self.by_name.get(rule_name)
             if rule is None or (now is not None and t["last"] is not None and now - t["last"] > self.target_ttl_ms):
                 del state["targets"][key]
-            elif t["streak"] == 0 and not t["hist"]:
+            elif t["streak"] == 0 and not t["hist"] and not t.get("det"):
                 target = dict(json.loads(key)[1])
                 if fingerprint(rule_name, target) not in firing_fps:
                     del state["targets"][key]
+
+
+def window_time_ms(row: dict, window_end_ms: int) -> int:
+    """The time a detector files a row under (seasonal slots): its window start, else just
+    before its window end."""
+    start = _num(row.get("window_start"))
+    return int(start) if start is not None else int(window_end_ms) - 1
 
 
 def _min(a: int | None, b: int) -> int:
@@ -477,6 +489,8 @@ def alert_summary(a: dict) -> str:
     feature = a["labels"].get("feature")
     prefix = f"{feature} " if feature else ""
     if a.get("baseline") is not None and a.get("observed") is not None:
+        if a["baseline"] == 0:  # a detector's learned mean can be 0 (error rate, PSI): no percentage
+            return f"{prefix}{a['metric']} {fmt_num(a['baseline'])} -> {fmt_num(a['value'])}"
         pct = 100.0 * (a["value"] - a["baseline"]) / abs(a["baseline"])
         return f"{prefix}{a['metric']} {pct:+.0f} % ({fmt_num(a['baseline'])} -> {fmt_num(a['value'])})"
     if a.get("status") == "resolved":

@@ -105,6 +105,9 @@ class Rule:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     actions: list[str] = field(default_factory=list)
+    # -- detector rules (see "Detector rules" below) --
+    detector: str | None = None  # a name from mlvigil.alerting.detectors (ewma, cusum, seasonal, page_hinkley)
+    detector_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"rule {self.name!r}"
@@ -145,6 +148,7 @@ class Rule:
         self.labels = {str(k): str(v) for k, v in self.labels.items()}
         self.annotations = {str(k): str(v) for k, v in self.annotations.items()}
         self.actions = [str(a) for a in self.actions]
+        self._check_detector()
 
     @property
     def trailing_windows(self) -> int | None:
@@ -232,6 +236,58 @@ class Rule:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    # -- detector rules ------------------------------------------------------------------------
+    # ``detector: ewma`` (+ ``detector_params``) replaces the condition: the rule's metric feeds a
+    # change detector per target, whose state the engine keeps in state["targets"], and the
+    # detector's verdict is the hit. op, threshold, feature_thresholds and importance weighting do
+    # not apply; min_samples, for_windows, labels and actions do.
+
+    def _check_detector(self) -> None:
+        if self.detector is None:
+            if self.detector_params:
+                raise ValueError(f"rule {self.name!r}: detector_params without a detector")
+            return
+        from mlvigil.alerting.detectors import make_detector
+
+        if self.relative:
+            raise ValueError(f"rule {self.name!r}: a detector rule has no baseline/change (the detector learns one)")
+        if self.feature_thresholds or self.importance_weight:
+            raise ValueError(f"rule {self.name!r}: feature_thresholds and importance_weight do not apply to detectors")
+        self.detector_params = dict(self.detector_params or {})
+        try:
+            make_detector(self.detector, self.detector_params)  # validate now, at load time
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"rule {self.name!r}: {e.args[0]}") from None
+
+    def observe_detector(self, row: dict, det_state: dict | None, t_ms: int) -> tuple[Observation, dict | None]:
+        """Evaluate a detector rule on one row: feed the metric to the target's detector (restored
+        from det_state, a Detector.to_dict()) and return the observation and the new state. A
+        window that cannot be evaluated (no value, too few samples) leaves the detector as it was.
+        A stored state from another detector or other parameters (the rule was edited), or one
+        that cannot be read, is dropped: the detector learns its baseline again."""
+        from mlvigil.alerting.detectors import Detector, make_detector
+
+        value = _num(row.get(self.metric))
+        samples = self.samples(row)
+        if value is None:
+            return Observation(False, samples=samples, reason="no value"), det_state
+        if self.min_samples and (samples is None or samples < self.min_samples):
+            return Observation(False, value=value, samples=samples, reason="too few samples"), det_state
+        det = make_detector(str(self.detector), self.detector_params)
+        if det_state and det_state.get("detector") == det.name and det_state.get("params") == det.params:
+            try:
+                det = Detector.from_dict(det_state)
+            except (KeyError, TypeError, ValueError):  # a state this code cannot read: learn again
+                det = make_detector(str(self.detector), self.detector_params)
+        det.update(value, t_ms)
+        if not det.consumed:  # nothing to compare with (a seasonal slot without warm-up data)
+            return Observation(False, value=value, samples=samples, reason="no baseline"), det_state
+        obs = Observation(
+            True, det.drift_detected and det.ready, value, det.statistic, det.baseline, det.limit, samples,
+            "" if det.ready else "warming up",
+        )  # fmt: skip
+        return obs, det.to_dict()
 
 
 def row_layers(row: dict) -> tuple[str, ...]:
