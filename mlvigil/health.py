@@ -33,6 +33,8 @@ WINDOW_STREAMS = ("features", "predictions")
 STREAM_EVENTS = {"features": "feature_events", "predictions": "prediction_events"}
 MAX_GAP_WINDOWS = 1000
 """At most this many windows are emitted at once when event time jumps (older ones are skipped)."""
+MAX_AHEAD_MS = 86_400_000
+"""A dead letter's Kafka timestamp further than this past the watermark counts in the next window."""
 
 
 # -- the reporter in Flink's local mode --------------------------------------------------------
@@ -100,7 +102,7 @@ class HealthCounters:
 
 
 def _new_state() -> dict:
-    return {"windows": {}, "dead": {}, "dead_last_ms": None, "emitted": None}
+    return {"windows": {}, "dead": {}, "emitted": None}
 
 
 def window_event_count(state: dict, stream: str, model: str, window_end_ms: int, events: int) -> None:
@@ -109,12 +111,32 @@ def window_event_count(state: dict, stream: str, model: str, window_end_ms: int,
     w[key] = w.get(key, 0) + int(events)
 
 
-def dead_letter_count(state: dict, stream: str, kind: str, model: str | None, time_ms: int | None) -> None:
-    """kind: invalid, late, orphan_label, duplicate_label (the dead letter's kind column)."""
+def dead_letter_window(state: dict, kafka_ms: int | None, window_ms: int, watermark_ms: int | None) -> int | None:
+    """The window (end, ms) a dead letter counts in: the one its Kafka timestamp falls in, so a
+    replay after a restart counts it in the same window (the engine's notifications depend only
+    on their input). Not a window already emitted (a timestamp behind the watermark: the next
+    window), nor one more than MAX_AHEAD_MS past the watermark (a producer clock far ahead would
+    hold it back for ever: the window after the watermark). None: before any window and watermark."""
+    next_open = None if state["emitted"] is None else state["emitted"] + window_ms
+    if watermark_ms is not None:
+        after_wm = watermark_ms - watermark_ms % window_ms + window_ms
+        next_open = after_wm if next_open is None else max(next_open, after_wm)
+    if kafka_ms is None or kafka_ms < 0:
+        return next_open
+    end = kafka_ms - kafka_ms % window_ms + window_ms
+    if next_open is not None and end < next_open:
+        return next_open
+    if watermark_ms is not None and end > watermark_ms + MAX_AHEAD_MS:
+        return next_open
+    return end
+
+
+def dead_letter_count(state: dict, stream: str, kind: str, model: str | None, window_end_ms: int | None) -> None:
+    """kind: invalid, late, orphan_label, duplicate_label (the dead letter's kind column).
+    window_end_ms None: the first window emitted."""
+    w = state["dead"].setdefault("first" if window_end_ms is None else str(int(window_end_ms)), {})
     key = f"{stream}|{kind}|{model or ''}"
-    state["dead"][key] = state["dead"].get(key, 0) + 1
-    if time_ms is not None:
-        state["dead_last_ms"] = max(time_ms, state["dead_last_ms"] or time_ms)
+    w[key] = w.get(key, 0) + 1
 
 
 def monitor_rows(models: Iterable[str], window_ms: int, window_end_ms: int, counts: dict, dead: dict) -> list[dict]:
@@ -166,15 +188,13 @@ def monitor_rows(models: Iterable[str], window_ms: int, window_end_ms: int, coun
 
 def emit_due(state: dict, models: list[str], window_ms: int, upto_ms: int) -> list[dict]:
     """Monitor rows of every window ending after the last emitted one and at or before upto_ms,
-    in window order (windows without any data included: zero counts). The dead letters counted
-    since the last emission go into the last of these windows (they arrived while the watermark
-    moved there)."""
+    in window order, windows without any data included (zero counts)."""
     upto = upto_ms - upto_ms % window_ms
     if state["emitted"] is not None:
         first = state["emitted"] + window_ms
     else:
-        known = [int(k) for k in state["windows"] if int(k) <= upto]
-        first = min(known) if known else upto
+        known = [int(k) for table in ("windows", "dead") for k in state[table] if k != "first" and int(k) <= upto]
+        first = min(known, default=upto)
     if first > upto:
         return []
     n = (upto - first) // window_ms + 1
@@ -184,11 +204,14 @@ def emit_due(state: dict, models: list[str], window_ms: int, upto_ms: int) -> li
     rows: list[dict] = []
     for end in range(first, upto + 1, window_ms):
         counts = state["windows"].pop(str(end), {})
-        dead = state["dead"] if end == upto else {}
+        dead = state["dead"].pop(str(end), {})
+        if end == first:
+            for key, v in state["dead"].pop("first", {}).items():
+                dead[key] = dead.get(key, 0) + v
         rows += monitor_rows(models, window_ms, end, counts, dead)
-    state["dead"] = {}
-    for k in [k for k in state["windows"] if int(k) <= upto]:  # older than an emitted window: skipped
-        del state["windows"][k]
+    for table in ("windows", "dead"):  # older than an emitted window (skipped above): dropped
+        for k in [k for k in state[table] if k != "first" and int(k) <= upto]:
+            del state[table][k]
     state["emitted"] = upto
     return rows
 
@@ -200,8 +223,9 @@ class MonitorAccounting(KeyedProcessFunction):
     Runs under one key (all accounting in one small JSON state). A window's window_events rows
     arrive before the watermark passes its end (Flink emits window results first), so at that
     timer its counts are complete; windows in between without any data get zero rows. Dead
-    letters are counted into the window during which they arrive (by watermark): a late event's
-    own window is already closed, and an invalid event may have no event time at all."""
+    letters count in the window of their Kafka timestamp (when they entered the pipeline: a late
+    event's own window is closed already, an invalid one may have no event time at all), see
+    dead_letter_window."""
 
     def __init__(self, models: list[str], window_ms: int):
         self.models = sorted(models)
@@ -224,27 +248,22 @@ class MonitorAccounting(KeyedProcessFunction):
                 window_event_count(st, r[2], r[3], end, r[5])
                 ts.register_event_time_timer(end)
         elif table == "dead_letters":
-            for r in rows:  # DEAD_LETTER_COLUMNS: stream, kind, ..., kafka_ts, event_time, model_id, ...
-                kafka_ts = r[7]
-                dead_letter_count(st, r[0], r[1], r[9], None if kafka_ts is None else int(kafka_ts.timestamp() * 1000))
             wm = ts.current_watermark()
-            if wm > -(2**62):  # before the first watermark they join the first window emitted
-                ts.register_event_time_timer(wm - wm % self.window_ms + self.window_ms)
+            watermark = wm if wm > -(2**62) else None  # None before the first watermark
+            for r in rows:  # DEAD_LETTER_COLUMNS: stream, kind, ..., kafka_ts, event_time, model_id, ...
+                kafka_ms = None if r[7] is None else int(r[7].timestamp() * 1000)
+                end = dead_letter_window(st, kafka_ms, self.window_ms, watermark)
+                dead_letter_count(st, r[0], r[1], r[9], end)
+                if end is not None:
+                    ts.register_event_time_timer(end)
         ts.register_event_time_timer(END_OF_INPUT - 1)
         self.state.update(json.dumps(st, separators=(",", ":")))
         return iter(())
 
     def on_timer(self, timestamp, ctx):
         st = self._load()
-        if timestamp >= END_OF_INPUT - 1:
-            # The end of a bounded run: the windows still held, and the dead letters after the
-            # last window go into the next one.
-            ends = [int(k) for k in st["windows"]]
-            if st["dead"]:
-                if st["emitted"] is not None:
-                    ends.append(st["emitted"] + self.window_ms)
-                elif st["dead_last_ms"] is not None:
-                    ends.append(st["dead_last_ms"] - st["dead_last_ms"] % self.window_ms + self.window_ms)
+        if timestamp >= END_OF_INPUT - 1:  # the end of a bounded run: every window still held
+            ends = [int(k) for table in ("windows", "dead") for k in st[table] if k != "first"]
             rows = emit_due(st, self.models, self.window_ms, max(ends)) if ends else []
         else:
             rows = emit_due(st, self.models, self.window_ms, timestamp)

@@ -10,10 +10,12 @@ from mlvigil.alerting import AlertEngine, default_rules
 from mlvigil.alerting.rules import NO_DATA_WINDOWS, Routing
 from mlvigil.config import prometheus_port
 from mlvigil.health import (
+    MAX_AHEAD_MS,
     MAX_GAP_WINDOWS,
     TOTAL,
     _new_state,
     dead_letter_count,
+    dead_letter_window,
     emit_due,
     window_event_count,
 )
@@ -41,7 +43,8 @@ def test_rows_count_every_event_and_every_model_in_every_window():
     kinds = ["late"] * 7 + ["invalid"] * 11 + ["orphan_label"] * 3
     for i, kind in enumerate(kinds):
         stream = "labels" if kind == "orphan_label" else ("features" if i % 2 else "predictions")
-        dead_letter_count(st, stream, kind, "fraud" if i % 3 else None, 1_000 + i)
+        dead_letter_count(st, stream, kind, "fraud" if i % 3 else None, 4 * MIN)
+    dead_letter_count(st, "features", "invalid", "recsys", 2 * MIN)
     rows = emit_due(st, MODELS, MIN, 4 * MIN + 30_000)  # watermark inside the 5th window
     got = _by_window(rows)
     assert sorted({w for w, _ in got}) == [MIN, 2 * MIN, 3 * MIN, 4 * MIN]
@@ -54,7 +57,7 @@ def test_rows_count_every_event_and_every_model_in_every_window():
             assert r["prediction_events"] == valid[(w, "predictions", m)]
             assert r["events"] == r["feature_events"] + r["prediction_events"]
         assert got[(w, "silent")]["events"] == 0
-    # Every dead letter lands in the last window emitted, the one the watermark reached.
+    # Every dead letter in its window.
     last = got[(4 * MIN, TOTAL)]
     total_valid = sum(n for (w, _, _), n in valid.items() if w == 4 * MIN)
     assert (last["late"], last["invalid"], last["label_dead_letters"]) == (7, 11, 3)
@@ -62,7 +65,8 @@ def test_rows_count_every_event_and_every_model_in_every_window():
     assert last["late_ratio"] == pytest.approx(7 / (total_valid + 18), rel=1e-12)
     assert last["invalid_ratio"] == pytest.approx(11 / (total_valid + 18), rel=1e-12)
     assert got[(4 * MIN, "fraud")]["dead_letters"] == sum(1 for i in range(len(kinds)) if i % 3)
-    assert all(got[(w, TOTAL)]["dead_letters"] == 0 for w in (MIN, 2 * MIN, 3 * MIN))
+    assert (got[(2 * MIN, TOTAL)]["invalid"], got[(2 * MIN, "recsys")]["dead_letters"]) == (1, 1)
+    assert [got[(w, TOTAL)]["dead_letters"] for w in (MIN, 2 * MIN, 3 * MIN)] == [0, 1, 0]
     # Emitted windows are gone; the next emission starts after them, with zero rows for a gap.
     assert st["windows"] == {} and st["dead"] == {}
     window_event_count(st, "features", "fraud", 7 * MIN, 5)
@@ -81,12 +85,32 @@ def test_first_emission_starts_at_the_first_window_seen_and_big_jumps_are_capped
     rows = emit_due(st, ["fraud"], MIN, (12 + MAX_GAP_WINDOWS + 500) * MIN)
     ends = sorted({r["window_end"] for r in rows})
     assert len(ends) == MAX_GAP_WINDOWS and ends[-1] == (12 + MAX_GAP_WINDOWS + 500) * MIN
-    # Only dead letters so far: the window the watermark reached.
+    # Only dead letters so far, one of them without a window: it joins the first window emitted.
     st = _new_state()
     dead_letter_count(st, "features", "invalid", None, None)
+    dead_letter_count(st, "features", "invalid", None, 2 * MIN)
     rows = emit_due(st, ["fraud"], MIN, 3 * MIN)
-    assert {r["window_end"] for r in rows} == {3 * MIN}
-    assert _by_window(rows)[(3 * MIN, TOTAL)]["invalid"] == 1
+    assert sorted({r["window_end"] for r in rows}) == [2 * MIN, 3 * MIN]
+    assert _by_window(rows)[(2 * MIN, TOTAL)]["invalid"] == 2
+
+
+def test_dead_letters_count_in_the_window_of_their_kafka_timestamp():
+    st = _new_state()
+    assert dead_letter_window(st, None, MIN, None) is None  # nothing known yet: the first window
+    assert dead_letter_window(st, 5 * MIN + 1, MIN, None) == 6 * MIN
+    assert dead_letter_window(st, 5 * MIN + 1, MIN, 5 * MIN - 1) == 6 * MIN
+    assert dead_letter_window(st, 6 * MIN, MIN, 5 * MIN) == 7 * MIN  # a window end belongs to the next
+    # Behind the watermark (its window may be emitted already): the window after the watermark.
+    assert dead_letter_window(st, 2 * MIN, MIN, 5 * MIN + 10) == 6 * MIN
+    assert dead_letter_window(st, None, MIN, 5 * MIN + 10) == 6 * MIN
+    # Far ahead of the watermark (a producer clock off by days): not held back for ever.
+    assert dead_letter_window(st, 5 * MIN + MAX_AHEAD_MS, MIN, 5 * MIN) == 6 * MIN
+    assert dead_letter_window(st, 5 * MIN + MAX_AHEAD_MS - MIN, MIN, 5 * MIN) == 5 * MIN + MAX_AHEAD_MS
+    # Behind a window already emitted: the next one to emit.
+    window_event_count(st, "features", "fraud", 8 * MIN, 1)
+    emit_due(st, ["fraud"], MIN, 8 * MIN)
+    assert dead_letter_window(st, 3 * MIN, MIN, None) == 9 * MIN
+    assert dead_letter_window(st, 10 * MIN + 5, MIN, None) == 11 * MIN
 
 
 def _engine() -> Driver:
@@ -151,7 +175,7 @@ def test_monitor_degraded_by_late_or_invalid_share(valid, late, invalid, fires):
     st = _new_state()
     window_event_count(st, "features", "fraud", MIN, valid)
     for i in range(late + invalid):
-        dead_letter_count(st, "features", "late" if i < late else "invalid", "fraud", None)
+        dead_letter_count(st, "features", "late" if i < late else "invalid", "fraud", MIN)
     total = [r for r in emit_due(st, ["fraud"], MIN, MIN) if r["model_id"] == TOTAL]
     assert total[0]["input_events"] == valid + late + invalid
     notes = _engine().window(MIN, total)

@@ -81,8 +81,9 @@ class Prometheus:
             self.proc.wait()
 
 
-def _messages(events: list[dict]) -> list[tuple]:
-    return [(e["request_id"].encode(), orjson.dumps(e), None) for e in events]
+def _messages(events: list[dict], kafka_ms: int | None = None) -> list[tuple]:
+    """Keyed messages; Kafka timestamps = event times (a producer stamping at the event) or kafka_ms."""
+    return [(e["request_id"].encode(), orjson.dumps(e), kafka_ms or e["event_time"]) for e in events]
 
 
 def _one_per_partition(start_ms: int) -> tuple[list[dict], list[dict]]:
@@ -111,44 +112,31 @@ def test_health_metrics_in_prometheus_and_monitor_alerts(broker, topics, tmp_pat
         save_profile(build_profile(synth.training_columns(base, 2_000), m, "v1", custom_edges=edges), path)
         models[m] = {"segments": synth.SEGMENTS[base], "profiles": {"v1": str(path)}}
 
-    # Phase 1: minutes 0-4 of valid traffic, and bad input: 60 invalid events of three kinds.
+    # Phase 1: minutes 0-4 of valid traffic, and bad input: 60 invalid events of three kinds,
+    # arriving in minute 1 (Kafka time start + 90 s, among the valid events).
     traffic = synth.traffic(start, 5, 100, seed=8)
+
+    def event(i: int, model: str, **fields) -> bytes:
+        return orjson.dumps({"request_id": f"b{i}", "model_id": model, "model_version": "v1",
+                             "event_time": start + 90_000, **fields})  # fmt: skip
+
     bad = {
         ("features", "malformed_json"): [b'{"request_id": "b", "model_id": "recsys"'] * 30,
-        ("features", "unknown_model"): [
-            orjson.dumps(
-                {
-                    "request_id": f"u{i}",
-                    "model_id": "nope",
-                    "model_version": "v1",
-                    "event_time": start + 90_000,
-                    "features": {},
-                }
-            )
-            for i in range(20)
-        ],  # fmt: skip
-        ("predictions", "wrong_type"): [
-            orjson.dumps(
-                {
-                    "request_id": f"w{i}",
-                    "model_id": "fraud",
-                    "model_version": "v1",
-                    "event_time": start + 90_000,
-                    "score": "high",
-                }
-            )
-            for i in range(10)
-        ],  # fmt: skip
+        ("features", "unknown_model"): [event(i, "nope", features={}) for i in range(20)],
+        ("predictions", "wrong_type"): [event(i, "fraud", score="high") for i in range(10)],
     }
-    bad_msgs = {
-        s: [(None, raw, None) for (b, _), raws in bad.items() if b == s for raw in raws]
-        for s in ("features", "predictions")
-    }
+    bad_at = start + 90_000
+    phase1 = {
+        s: sorted(_messages(events) + [(None, raw, bad_at) for (b, _), raws in bad.items() if b == s for raw in raws],
+                  key=lambda m: m[2])
+        for s, events in (("features", traffic.features), ("predictions", traffic.predictions))
+    }  # fmt: skip
     # Phase 2, once minutes 0-3 are counted: late copies of minute-0 events, then an event in
     # every partition at minute 6 + 10 s, which closes minutes 4 and 5 (5 has no data at all).
     late_f = [dict(e, request_id=f"late-f{i}") for i, e in enumerate(traffic.features[:20])]
     late_p = [dict(p, request_id=f"late-p{i}") for i, p in enumerate(traffic.predictions[:10])]
     assert all(e["event_time"] < start + MIN for e in late_f + late_p)
+    late_at = start + 4 * MIN + 30_000  # they arrive in minute 4
     tail_f, tail_p = _one_per_partition(start + 6 * MIN + 10_000)
 
     def valid_counts(minutes: int) -> Counter:
@@ -178,8 +166,8 @@ def test_health_metrics_in_prometheus_and_monitor_alerts(broker, topics, tmp_pat
             },
         }  # fmt: skip
         (tmp_path / "config.yaml").write_text(json.dumps(cfg))
-        produce(broker.bootstrap, topics["features"], _messages(traffic.features) + bad_msgs["features"])
-        produce(broker.bootstrap, topics["predictions"], _messages(traffic.predictions) + bad_msgs["predictions"])
+        produce(broker.bootstrap, topics["features"], phase1["features"])
+        produce(broker.bootstrap, topics["predictions"], phase1["predictions"])
         job = JobProcess(tmp_path / "config.yaml", None, tmp_path / "job.log")
         try:
             prom = Prometheus(tmp_path, f"127.0.0.1:{reporter_port}")
@@ -191,8 +179,8 @@ def test_health_metrics_in_prometheus_and_monitor_alerts(broker, topics, tmp_pat
                 return got if got == {k: float(v) for k, v in expected.items()} else None
 
             wait_for(lambda: counted(valid_counts(4)), 180, "minutes 0-3 counted in Prometheus", interval=0.5)
-            produce(broker.bootstrap, topics["features"], _messages(late_f))
-            produce(broker.bootstrap, topics["predictions"], _messages(late_p))
+            produce(broker.bootstrap, topics["features"], _messages(late_f, late_at))
+            produce(broker.bootstrap, topics["predictions"], _messages(late_p, late_at))
             produce(broker.bootstrap, topics["features"], _messages(tail_f))
             produce(broker.bootstrap, topics["predictions"], _messages(tail_p))
             wait_for(lambda: counted(valid_counts(5)), 120, "minutes 0-4 counted in Prometheus", interval=0.5)
@@ -242,7 +230,14 @@ def test_health_metrics_in_prometheus_and_monitor_alerts(broker, topics, tmp_pat
 
     # Only the silent model has no data; the others sent in every window.
     assert not notified("no_data", "fraud") and not notified("no_data", "recsys")
-    degraded = notified("monitor_degraded_invalid", "*")[0]["alerts"][0]
-    assert degraded["labels"]["layer"] == "monitor" and degraded["value"] > 0.01
+    # Bad input counts in the window it arrived in (Kafka time): minute 1 has 400 valid events
+    # and the 60 invalid ones, minute 4 400 valid and the 30 late ones.
+    for rule, window_end, share in (("monitor_degraded_invalid", start + 2 * MIN, 60 / 460),
+                                    ("monitor_degraded_late", start + 5 * MIN, 30 / 430)):  # fmt: skip
+        notes = notified(rule, "*")
+        assert len(notes) == 1, notes
+        (alert,) = [a for a in notes[0]["alerts"] if a["labels"]["alertname"] == rule]
+        assert alert["labels"]["layer"] == "monitor"
+        assert (alert["starts_ms"], alert["value"]) == (window_end, pytest.approx(share, rel=1e-12))
     assert "hm-secret-token-4711" not in scraped
     assert "hm-secret-token-4711" not in json.dumps([m["body"] for m in hook.messages])
