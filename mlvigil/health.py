@@ -8,8 +8,8 @@ Two ways the monitor shows how it is doing:
   monitor").
 * `monitor` rows for the alerting engine (MonitorAccounting below): per event-time window, for
   every configured model, its valid events (zero included, so "no data" can fire), and one
-  "all models" row (model_id "*") with the dead letters that arrived meanwhile and their ratios
-  ("monitor degraded").
+  "all models" row (model_id "*") with the dead letters whose Kafka time falls in the window
+  and their shares of the input ("monitor degraded").
 """
 
 import json
@@ -22,10 +22,11 @@ from pyflink.common import Types
 from pyflink.datastream import DataStream, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
+from mlvigil.alert_operators import END_OF_INPUT
+
 log = logging.getLogger("mlvigil.health")
 
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-END_OF_INPUT = 2**63 - 1  # Flink's final watermark
 TOTAL = "*"
 """model_id of the all-models monitor row."""
 WINDOW_STREAMS = ("features", "predictions")
