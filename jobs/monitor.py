@@ -47,6 +47,7 @@ from mlvigil.alert_operators import AlertInput, AlertProcessor  # noqa: E402
 from mlvigil.alerting.rules import load_config as load_alerting_config  # noqa: E402
 from mlvigil.catalog import CATALOG_PARAM, compile_catalog, encode_catalog  # noqa: E402
 from mlvigil.config import Config, load_config  # noqa: E402
+from mlvigil.health import PROMETHEUS_FACTORY, monitor_stream, reporter_on_local_classpath  # noqa: E402
 from mlvigil.jars import job_jars  # noqa: E402
 from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json, write_leftovers  # noqa: E402
 
@@ -117,6 +118,8 @@ def execute_as_tables(t_env: StreamTableEnvironment, statements: list[str]) -> N
 
 
 def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = None) -> Configuration:
+    if cfg.prometheus_port:
+        reporter_on_local_classpath()  # before Configuration() starts the JVM
     conf = Configuration()
     conf.set_string("python.executable", os.environ.get("MLVIGIL_WORKER_PYTHON", sys.executable))
     conf.set_string("python.client.executable", sys.executable)
@@ -141,6 +144,9 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
         conf.set_string("table.exec.state.ttl", f"{cfg.label_state_ttl_ms} ms")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
+    if cfg.prometheus_port:  # the monitor's own health, scraped by Prometheus (mlvigil/health.py)
+        conf.set_string("metrics.reporter.prom.factory.class", PROMETHEUS_FACTORY)
+        conf.set_string("metrics.reporter.prom.port", cfg.prometheus_port)
     for key, value in cfg.flink_conf.items():
         conf.set_string(key, value)
     return conf
@@ -236,6 +242,7 @@ def build(
         (
             finished.flat_map(AlertInput(catalog, COLUMNS), output_type=Types.PICKLED_BYTE_ARRAY())
             .name("alert input")
+            .union(monitor_stream(finished, catalog, cfg.window_ms))  # "no data", "monitor degraded"
             .key_by(lambda v: v[0], key_type=Types.STRING())
             .process(AlertProcessor(alerting, cfg.clickhouse_url, cfg.clickhouse_database))
             .name("alerts")

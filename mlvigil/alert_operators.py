@@ -131,6 +131,11 @@ class AlertProcessor(KeyedProcessFunction):
         self.deliverer = Deliverer(
             cfg.routing.receivers, on_attempt=self._attempt, already_delivered=self.delivered_before.__contains__
         )
+        # Health of the monitor (mlvigil/health.py): Python gauges are read at the end of each
+        # bundle; while notifications are pending the flush timer keeps bundles coming.
+        health = ctx.get_metrics_group().add_group("mlvigil")
+        health.gauge("notifications_pending", lambda: self.deliverer.pending())
+        health.gauge("notifications_failed", lambda: self.deliverer.stats["failed"])
 
     def _load_delivered(self) -> set[str]:
         """Notifications delivered by earlier runs (before a restart), read once here: the

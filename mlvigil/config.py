@@ -146,6 +146,10 @@ class Config:
     state_backend: str = "hashmap"
     flink_conf: dict[str, str] = field(default_factory=dict)
     """flink.conf: any Flink configuration option, applied last (e.g. rest.port, taskmanager memory)."""
+    # -- health of the monitor (README "Health of the monitor") ------------------------------------
+    prometheus_port: str | None = None
+    """metrics.prometheus_port: Flink's Prometheus reporter on this port or range ("9249-9260");
+    None (the default): no reporter."""
 
 
 DEFAULT_TOPICS = {
@@ -248,4 +252,22 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         label_state_ttl_ms=duration_ms(labels.get("state_ttl", lateness_ms / 1000 + 3600)),
         state_backend=backend,
         flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
+        prometheus_port=prometheus_port((raw.get("metrics") or {}).get("prometheus_port")),
     )
+
+
+_PORT_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def prometheus_port(value: Any) -> str | None:
+    """metrics.prometheus_port: a port (9249) or a range ("9249-9260", the reporter takes the
+    first free one, so several jobs on one host do not clash); absent, null or false: off."""
+    if value is None or value is False:
+        return None
+    m = _PORT_RANGE.match(str(value))
+    if isinstance(value, bool) or not m:
+        raise ValueError(f"metrics.prometheus_port must be a port or a range like 9249-9260, not {value!r}")
+    low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"metrics.prometheus_port {value!r}: ports must be 1-65535, low to high")
+    return f"{low}-{high}" if high != low else str(low)

@@ -28,6 +28,7 @@ from mlvigil.finalize import (
     window_rows,
 )
 from mlvigil.flush_schedule import FlushSchedule
+from mlvigil.health import HealthCounters
 from mlvigil.quality import QUALITY_COLUMNS, quality_rows
 
 log = logging.getLogger("mlvigil.writer")
@@ -43,6 +44,10 @@ class FinishRows(FlatMapFunction):
 
     def __init__(self, catalog: dict):
         self.catalog = catalog
+        self.health: HealthCounters | None = None
+
+    def open(self, ctx: RuntimeContext):
+        self.health = HealthCounters(ctx.get_metrics_group())  # README "Health of the monitor"
 
     def flat_map(self, r):
         if r.get_row_kind() in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
@@ -50,6 +55,8 @@ class FinishRows(FlatMapFunction):
         now = now_utc()
         kind = r["kind"]
         if kind == "dead_letter":
+            if self.health is not None:
+                self.health.dead_letter(r["dl_stream"], r["reason_code"])
             ev = r["event_ms"]
             yield (
                 "dead_letters",
@@ -66,6 +73,8 @@ class FinishRows(FlatMapFunction):
         if kind == "quality":
             yield ("quality_metrics", quality_rows(r["stats"], ws, we, model, version, r["events"], now))
             return
+        if self.health is not None:
+            self.health.window_events(kind, model, r["events"])
         rows = window_rows(r["stats"], self.catalog, kind, ws, we, model, version, now)
         yield ("feature_metrics", rows)
         yield ("window_events", [[ws, we, kind, model, version, r["events"], now]])

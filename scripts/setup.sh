@@ -64,6 +64,13 @@ if ! command -v prometheus-alertmanager >/dev/null && command -v apt-get >/dev/n
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null
 fi
 
+# Prometheus (Debian package): scrapes the job's Flink Prometheus reporter (metrics.prometheus_port)
+# in tests/integration/test_health_metrics.py.
+if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing prometheus (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
+
 # Headless Chromium renders `mlvigil report` pages in tests/integration/test_report.py (Debian's
 # package; only when missing and apt is there).
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then

@@ -43,10 +43,11 @@ def job_env(log: Path) -> dict:
 class JobProcess:
     """The monitor job as a user runs it: `python jobs/monitor.py --config ...` in a subprocess."""
 
-    def __init__(self, config: Path, stop_offsets: dict, log: Path, extra: list[str] | None = None):
+    def __init__(self, config: Path, stop_offsets: dict | None, log: Path, extra: list[str] | None = None):
+        """stop_offsets None: an unbounded run, as in production (end it with kill())."""
         self.log = log
-        cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config),
-               "--stop-offsets", json.dumps(stop_offsets), *(extra or [])]  # fmt: skip
+        bounded = [] if stop_offsets is None else ["--stop-offsets", json.dumps(stop_offsets)]
+        cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config), *bounded, *(extra or [])]
         # A session of its own, so kill() also ends the JVM the driver started.
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True, env=job_env(log)

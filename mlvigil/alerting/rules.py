@@ -28,7 +28,7 @@ import yaml
 
 from mlvigil.config import duration_ms, expand_env
 
-LAYERS = ("data", "model", "service", "business")
+LAYERS = ("data", "model", "service", "business", "monitor")  # monitor: the monitor's own health
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 OPS = (">", ">=", "<", "<=")
@@ -348,6 +348,30 @@ def default_rules() -> list[Rule]:
         Rule("latency_p95_high", "service", "latency_p95", "warning", op=">", threshold=2000.0),
         Rule("error_rate_high", "service", "error_rate", "warning", op=">", threshold=0.01),
         Rule("missing_rate_high", "data", "missing_rate", "info", op=">", threshold=0.05),
+        *monitor_rules(),
+    ]  # fmt: skip
+
+
+# -- health of the monitor (mlvigil/health.py makes the "monitor" rows) ---------------------------
+# Per window: a row per configured model (events: its valid events, 0 included) and an
+# all-models row, model_id "*" (input_events = valid + late + invalid of features/predictions,
+# late_ratio, invalid_ratio, dead_letter_ratio). The ratios count their samples in input_events.
+NO_DATA_WINDOWS = 3
+SAMPLE_FIELDS_BY_METRIC.update({m: ("input_events",) for m in ("late_ratio", "invalid_ratio", "dead_letter_ratio")})
+
+
+def monitor_rules() -> list[Rule]:
+    """On by default: a configured model that sends no valid event for NO_DATA_WINDOWS windows
+    while event time moves on (other models' traffic moves it), and a monitor degraded by bad
+    input: more than 5 % late or 1 % invalid events in a window of at least 100 events."""
+    return [
+        Rule("no_data", "monitor", "events", "warning", op="<=", threshold=0, for_windows=NO_DATA_WINDOWS,
+             annotations={"summary": f"no valid events from {{model_id}} for {NO_DATA_WINDOWS} windows"}),
+        Rule("monitor_degraded_late", "monitor", "late_ratio", "warning", op=">", threshold=0.05, min_samples=100,
+             annotations={"summary": "late events: {value:.1%} of the input (threshold {threshold:.0%})"}),
+        Rule("monitor_degraded_invalid", "monitor", "invalid_ratio", "warning", op=">", threshold=0.01,
+             min_samples=100,
+             annotations={"summary": "invalid events: {value:.1%} of the input (threshold {threshold:.0%})"}),
     ]  # fmt: skip
 
 
