@@ -59,6 +59,7 @@ from mlvigil.alerting.rules import (
     _num,
     default_routing,
     default_rules,
+    fdr_decisions,
 )
 
 STATE_VERSION = 1
@@ -161,10 +162,12 @@ class AlertEngine:
         self._init(state)
         w = int(window_end_ms)
         out = self._run(state, w, inclusive=False, emitted=w)
-        for row in rows:
+        # Benjamini-Hochberg needs every row of the window at once (rules with fdr).
+        fdr = fdr_decisions(self.rules, rows)
+        for i, row in enumerate(rows):
             for rule in self.rules:
                 if rule.matches(row):
-                    self._observe(state, rule, row, w)
+                    self._observe(state, rule, row, w, fdr.get((rule.name, i)))
         state["now"] = w if state["now"] is None else max(state["now"], w)
         out += self._run(state, w, inclusive=True, emitted=w)
         self._prune(state)
@@ -203,13 +206,13 @@ class AlertEngine:
         elif state["v"] != STATE_VERSION:
             raise ValueError(f"alert state version {state.get('v')!r}, expected {STATE_VERSION}")
 
-    def _observe(self, state: dict, rule: Rule, row: dict, w: int) -> None:
+    def _observe(self, state: dict, rule: Rule, row: dict, w: int, fdr_reject: bool | None = None) -> None:
         target = rule.target(row)
         key = json.dumps([rule.name, sorted(target.items())], separators=(",", ":"))
         t = state["targets"].get(key) or {"streak": 0, "since": None, "hist": [], "last": None}
         if t["last"] is not None and t["last"] >= w:
             return  # this window (or a later one) was already evaluated: duplicate or late row
-        obs = rule.observe(row, t["hist"])
+        obs = rule.observe(row, t["hist"], fdr_reject)
         if obs.evaluated:
             # Only an evaluated window is final: quality rows come again as labels arrive, and a
             # window with too few labels yet must be looked at again when it has enough.
@@ -231,8 +234,13 @@ class AlertEngine:
                 self._refresh(alert, rule, row, obs, w)
                 self._resolve(state, alert, w, stale=False)
         n = rule.trailing_windows
-        if n and obs.value is not None and obs.reason not in ("no value", "too few samples"):
-            t["hist"] = (t["hist"] + [obs.value])[-n:]
+        trailing = obs.baseline_source != "reference"  # a reference baseline needs no history
+        if n and trailing and obs.value is not None and obs.reason not in ("no value", "too few samples"):
+            # One value per window: a window seen again before it could be evaluated (a quality
+            # row updated as labels arrive, while there is no baseline yet) replaces its value.
+            same = t.get("hist_w") == w and t["hist"]
+            t["hist"] = (t["hist"][:-1] if same else t["hist"]) + [obs.value]
+            t["hist"], t["hist_w"] = t["hist"][-n:], w
         state["targets"][key] = t
 
     def _alert(self, state: dict, fp: str) -> dict | None:
@@ -248,7 +256,7 @@ class AlertEngine:
             model_id=row.get("model_id", ""), model_version=row.get("model_version", ""),
             segment=row.get("segment") or "*", feature=row.get("feature") or "",
             value=obs.value, observed=obs.observed, baseline=obs.baseline, threshold=obs.threshold,
-            samples=obs.samples,
+            samples=obs.samples, p_value=obs.p_value, baseline_source=obs.baseline_source,
             change_pct=None if obs.observed is None or not rule.relative else 100.0 * obs.observed,
         )  # fmt: skip
         return f
