@@ -57,6 +57,9 @@ RECEIVER_TYPES = ("generic", "slack", "feishu", "dingtalk", "wecom", "alertmanag
 # of 10,000 predictions is 5 samples). missing_rate is a share of events, so it counts events.
 SAMPLE_FIELDS = ("labelled", "present", "requests", "events")
 SAMPLE_FIELDS_BY_METRIC = {"missing_rate": ("events",), "error_rate": ("requests", "events")}
+POSITIVES_METRICS = ("recall",)
+"""Metrics whose samples are the actual positives, labelled x mean_observed (binary: the positive
+rate): recall over 450 labels of which 130 are positive is 130 samples."""
 ANY_SEGMENT = "**"
 """Segment pattern matching every row; the default "*" matches only the all-traffic row "*"."""
 RESERVED_LABELS = ("alertname", "severity", "layer", "metric", "model_id", "model_version", "segment", "feature")
@@ -215,6 +218,10 @@ class Rule:
     # -- evaluation ----------------------------------------------------------------------------
 
     def samples(self, row: dict) -> int | None:
+        if self.metric in POSITIVES_METRICS:
+            labelled, rate = _num(row.get("labelled")), _num(row.get("mean_observed"))
+            if labelled is not None and rate is not None:
+                return int(round(labelled * rate))
         for name in SAMPLE_FIELDS_BY_METRIC.get(self.metric, SAMPLE_FIELDS):
             n = _num(row.get(name))
             if n is not None:
@@ -429,7 +436,11 @@ def default_rules() -> list[Rule]:
     least. Model rules compare with the profile's reference quality (``mlvigil profile
     --label-column``), else with the trailing mean of the last 5 evaluated windows; the
     annotation ``baseline`` says which."""
-    ref = {"baseline": "reference", "change": "drop", "fallback": DEFAULT_TRAILING, "min_samples": 200}
+    # A drop must also be significant (binomial, 1 %): recall over 130 positives moves by 18 %
+    # from one window to the next with nothing wrong.
+    ref = {"baseline": "reference", "change": "drop", "fallback": DEFAULT_TRAILING, "min_samples": 200,
+           "test": "binomial", "alpha": 0.01}  # fmt: skip
+    recall = {**ref, "min_samples": 100}  # positives
     trend = {"baseline": DEFAULT_TRAILING}
     return [
         # data
@@ -442,8 +453,9 @@ def default_rules() -> list[Rule]:
         Rule("accuracy_drop_warning", "model", "accuracy", "warning", threshold=0.10, **ref, annotations=_BASELINE_NOTE),
         Rule("accuracy_drop_critical", "model", "accuracy", "critical", threshold=0.20, **ref,
              annotations=_BASELINE_NOTE),
-        Rule("recall_drop_warning", "model", "recall", "warning", threshold=0.15, **ref, annotations=_BASELINE_NOTE),
-        Rule("recall_drop_critical", "model", "recall", "critical", threshold=0.20, **ref, annotations=_BASELINE_NOTE),
+        Rule("recall_drop_warning", "model", "recall", "warning", threshold=0.15, **recall, annotations=_BASELINE_NOTE),
+        Rule("recall_drop_critical", "model", "recall", "critical", threshold=0.20, **recall,
+             annotations=_BASELINE_NOTE),
         # The article's "prediction std > 0.1: check" is the spread of repeated predictions of one
         # input; a stream predicts each request once, so the check here is how far the window's
         # score spread moved from the reference's (|std - std_reference| > 0.1), as info.

@@ -71,7 +71,9 @@ def reference_columns(rng, windows: int, big_n: int) -> tuple[np.ndarray, np.nda
     [edge_{i-1}, edge_i)): (edges with 0 and 1 added, expected, count), vectorized."""
     ref = rng.uniform(size=(windows, big_n))
     inner = np.quantile(ref, np.arange(1, 10) / 10, axis=1).T
-    expected = np.stack([np.bincount(np.searchsorted(e, r, side="right"), minlength=10) for e, r in zip(inner, ref)])
+    expected = np.stack(
+        [np.bincount(np.searchsorted(e, r, side="right"), minlength=10) for e, r in zip(inner, ref, strict=True)]
+    )
     edges = np.hstack([np.zeros((windows, 1)), inner, np.ones((windows, 1))])
     return edges, expected / big_n, ref
 
