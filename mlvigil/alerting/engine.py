@@ -66,6 +66,8 @@ STATE_VERSION = 1
 CONTEXT_FIELDS = ("psi", "ks", "mean", "std", "reference_mean", "importance", "missing_rate", "outlier_rate")
 MAX_CAUSES_IN_TEXT = 3
 MAX_DRIFT_IN_TEXT = 5
+SEEN_WINDOWS = 16
+"""Per target, the window ends already judged (duplicates and replays of them are ignored)."""
 
 
 def rfc3339(ms: int | None) -> str | None:
@@ -210,16 +212,26 @@ class AlertEngine:
         target = rule.target(row)
         key = json.dumps([rule.name, sorted(target.items())], separators=(",", ":"))
         t = state["targets"].get(key) or {"streak": 0, "since": None, "hist": [], "last": None}
-        if t["last"] is not None and t["last"] >= w:
-            return  # this window (or a later one) was already evaluated: duplicate or late row
+        seen = t.get("seen", [])
+        if w in seen or (len(seen) >= SEEN_WINDOWS and w < seen[0]):
+            return  # this window was already judged: a duplicate or replayed row
+        # A window older than one already judged: a quality window that got enough labels only
+        # after a later window did (labels arrive late, rows come again as they do).
+        late = t["last"] is not None and w < t["last"]
         obs = rule.observe(row, t["hist"], fdr_reject)
         if obs.evaluated:
             # Only an evaluated window is final: quality rows come again as labels arrive, and a
             # window with too few labels yet must be looked at again when it has enough.
-            t["last"] = w
+            t["last"] = w if t["last"] is None else max(t["last"], w)
+            t["seen"] = sorted(seen + [w])[-SEEN_WINDOWS:]
         fp = fingerprint(rule.name, target)
         alert = self._alert(state, fp)
-        if obs.evaluated and obs.hit:
+        if late:
+            # It may raise an alert (a one-window rule) but neither breaks a streak nor resolves
+            # what a later window decided.
+            if obs.evaluated and obs.hit and rule.for_windows == 1 and not (alert and alert["status"] == "firing"):
+                self._fire(state, rule, row, target, fp, obs, w, w)
+        elif obs.evaluated and obs.hit:
             t["streak"] += 1
             if t["since"] is None:
                 t["since"] = w
@@ -238,9 +250,12 @@ class AlertEngine:
         if n and trailing and obs.value is not None and obs.reason not in ("no value", "too few samples"):
             # One value per window: a window seen again before it could be evaluated (a quality
             # row updated as labels arrive, while there is no baseline yet) replaces its value.
-            same = t.get("hist_w") == w and t["hist"]
-            t["hist"] = (t["hist"][:-1] if same else t["hist"]) + [obs.value]
-            t["hist"], t["hist_w"] = t["hist"][-n:], w
+            ws = t.get("hist_ws", [])
+            if w in ws:
+                t["hist"][ws.index(w)] = obs.value
+            else:
+                t["hist"], ws = t["hist"] + [obs.value], ws + [w]
+            t["hist"], t["hist_ws"] = t["hist"][-n:], ws[-n:]
         state["targets"][key] = t
 
     def _alert(self, state: dict, fp: str) -> dict | None:

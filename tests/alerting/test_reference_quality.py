@@ -128,3 +128,25 @@ def test_an_alerting_section_without_rules_gets_the_defaults():
     assert [r.name for r in load_rules({"receivers": [{"name": "chat", "type": "log"}]})] == names
     assert load_rules({"receivers": [], "use_default_rules": False}) == []
     assert [r.name for r in load_rules({"rules": [{"name": "x", "layer": "data", "metric": "psi"}]})] == ["x"]
+
+
+def test_a_quality_window_judged_after_a_later_one_still_alerts_but_resolves_nothing():
+    """Labels come late: window 6 has too few labels when window 7 is judged; its update with
+    enough labels raises the alert (startsAt its own window end); a late good window does not
+    resolve an alert a later window raised; a replay of a judged window changes nothing."""
+
+    def conv(conversion_rate: float, labelled: int) -> dict:  # as AlertInput tags quality rows
+        return {**quality_row(labelled=labelled, conversion_rate=conversion_rate), "layer": ["model", "business"]}
+
+    d = Driver(AlertEngine(default_rules()))
+    for m in range(1, 6):
+        d.window(m * MIN, [conv(0.30, labelled=400)])
+    d.window(6 * MIN, [conv(0.15, labelled=50)])  # too few labels yet
+    d.window(7 * MIN, [conv(0.29, labelled=400)])  # judged: no drop
+    assert d.engine.firing(d.state) == []
+    d.window(6 * MIN, [conv(0.15, labelled=400)])  # window 6, now with its labels
+    (a,) = d.engine.firing(d.state)
+    assert (a["rule"], a["starts"]) == ("conversion_drop", 6 * MIN)
+    d.window(8 * MIN, [conv(0.10, labelled=400)])
+    d.window(5 * MIN, [conv(0.30, labelled=400)])  # a replay of a judged window
+    assert [x["rule"] for x in d.engine.firing(d.state)] == ["conversion_drop"]
