@@ -49,7 +49,7 @@ def main() -> None:
         train = rng.normal(mu[m], sigma[m], (20_000, args.features))
         cols = {n: train[:, j].tolist() for j, n in enumerate(names)}
         cols["score"] = (1 / (1 + np.exp(-train[:, 0] / 5))).tolist()
-        p = build_profile(cols, model, "v1", label_column=None)
+        p = build_profile(cols, model, "v1", predicted_label_column=None)
         save_profile(p, out / "profiles" / f"{model}.json")
         config["models"][model] = {
             "segments": dims,

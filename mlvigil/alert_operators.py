@@ -54,7 +54,10 @@ class AlertInput(FlatMapFunction):
     """(table, rows) from FinishRows -> (model_id, window_end_ms, [engine row dicts]).
 
     Adds what the engine's root-cause text needs from the reference profile: the feature's
-    importance (1 when the profile has none) and reference mean."""
+    importance (1 when the profile has none) and reference mean; what the rules' baselines and
+    significance tests need: ``reference_expected`` (bin proportions) and ``reference_count`` (N)
+    and ``std_reference`` on feature rows, and ``<metric>_reference`` on quality rows from the
+    profile's reference quality (only when it was scored as the job scores the model)."""
 
     def __init__(self, catalog: dict, columns: dict[str, list[str]]):
         self.catalog = catalog
@@ -62,37 +65,74 @@ class AlertInput(FlatMapFunction):
 
     def open(self, ctx) -> None:
         self.reference = {}
+        self.quality_reference: dict[tuple[str, str], dict[str, float]] = {}
         for prof in self.catalog["profiles"]:
             for prefix, cols in (("", prof["features"]), ("prediction:", prof.get("prediction", []))):
                 for c in cols:
                     self.reference[(prof["model"], prof["version"], prefix + c["name"])] = c
+            ref = self._reference_quality(prof)
+            if ref:
+                self.quality_reference[(prof["model"], prof["version"])] = ref
+
+    def _reference_quality(self, prof: dict) -> dict[str, float]:
+        """The profile's reference metrics if its task and positive label are the model's (else a
+        baseline with other definitions would be compared: the rules fall back to trailing)."""
+        q = prof.get("reference_quality")
+        m = self.catalog["models"].get(prof["model"], {})
+        if not q:
+            return {}
+        task = "regression" if m.get("task") == "regression" else "binary" if m.get("positive_label") else "multiclass"
+        if q.get("task") != task or (task == "binary" and q.get("positive_label") != m.get("positive_label")):
+            log.warning("profile %s %s: reference quality is for another task or positive label; not used",
+                        prof["model"], prof["version"])  # fmt: skip
+            return {}
+        return dict(q.get("metrics") or {})
+
+    def _version(self, model: str, version: str) -> str:
+        versions = self.catalog["models"].get(model, {}).get("versions", {})
+        return version if version in versions else "*"
+
+    def _quality(self, row: dict) -> dict[str, float]:
+        return self.quality_reference.get((row["model_id"], self._version(row["model_id"], row["model_version"])), {})
 
     def _column(self, model: str, version: str, feature: str) -> dict | None:
-        versions = self.catalog["models"].get(model, {}).get("versions", {})
-        v = version if version in versions else "*"
-        return self.reference.get((model, v, feature))
+        return self.reference.get((model, self._version(model, version), feature))
 
     def flat_map(self, value):
         table, rows = value
-        layer = LAYERS.get(table)
-        if layer is None or not rows:
+        if table not in LAYERS or not rows:
             return
         names = self.columns[table]
         by_model: dict[tuple[str, int], list[dict]] = {}
         for r in rows:
-            d = dict(zip(names, r, strict=True))
-            d["layer"] = layer
-            if table == "feature_metrics":
-                ref = self._column(d["model_id"], d["model_version"], d["feature"]) or {}
-                d["importance"] = ref.get("importance", 1.0)
-                if "mean" in ref:
-                    d["reference_mean"] = ref["mean"]
+            d = self.enrich(table, dict(zip(names, r, strict=True)))
             for k in ("window_start", "window_end", "computed_at"):
                 if isinstance(d.get(k), datetime):
                     d[k] = _ms(d[k])
             by_model.setdefault((d["model_id"], d["window_end"]), []).append(d)
         for (model, window_end), batch in by_model.items():
             yield model, window_end, batch
+
+    def enrich(self, table: str, d: dict) -> dict:
+        """One metric row (column -> value) as the engine sees it: its layer and the reference fields."""
+        d["layer"] = LAYERS[table]
+        if table == "feature_metrics":
+            ref = self._column(d["model_id"], d["model_version"], d["feature"]) or {}
+            d["importance"] = ref.get("importance", 1.0)
+            if "mean" in ref:
+                d["reference_mean"] = ref["mean"]
+            if "expected" in ref:
+                d["reference_expected"], d["reference_count"] = ref["expected"], ref["count"]
+            if "std" in ref:
+                d["std_reference"] = ref["std"]
+            quality = self._quality(d)
+            if d["feature"] == "prediction:score" and "score_std" in quality:
+                d["std_reference"] = quality["score_std"]  # over the labelled rows the metrics used
+        elif table == "quality_metrics":
+            for metric, v in self._quality(d).items():
+                if metric != "score_std":  # a feature-row metric (prediction:score std), see above
+                    d[f"{metric}_reference"] = v
+        return d
 
 
 class AlertProcessor(KeyedProcessFunction):

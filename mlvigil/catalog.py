@@ -29,6 +29,9 @@ def compile_catalog(cfg: Config) -> dict:
                     "prediction": prof.get("prediction", []),
                 }
             )
+            # Reference quality (mlvigil profile --label-column) for the alert rules' baselines.
+            if "reference_quality" in prof:
+                profiles[-1]["reference_quality"] = prof["reference_quality"]
         models[model_id] = {
             "segments": m.segments,
             "versions": versions,

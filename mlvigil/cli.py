@@ -36,10 +36,15 @@ def cmd_profile(args: argparse.Namespace, rest: list[str]) -> int:
         exclude=args.exclude.split(",") if args.exclude else (),
         bins=args.bins, custom_edges=edges, ks_quantiles=args.ks_quantiles,
         max_categories=args.max_categories, importance=importance,
-        score_column=args.score_column, label_column=args.label_column,
+        score_column=args.score_column, predicted_label_column=args.predicted_label_column,
+        label_column=args.label_column, task=args.task, positive_label=args.positive_label, threshold=args.threshold,
     )  # fmt: skip
     save_profile(profile, Path(args.out))
     print(f"wrote {args.out}: {len(profile['features'])} features, {len(profile['prediction'])} prediction columns")
+    if "reference_quality" in profile:
+        q = profile["reference_quality"]
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in q["metrics"].items())
+        print(f"reference quality ({q['task']}, {q['labelled']} labelled rows): {shown}")
     return 0
 
 
@@ -183,7 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-categories", type=int, default=50)
     p.add_argument("--importance", help="JSON file: feature -> importance")
     p.add_argument("--score-column", default="score")
-    p.add_argument("--label-column", default="predicted_label")
+    p.add_argument("--predicted-label-column", default="predicted_label", help="the model's predicted class")
+    p.add_argument("--label-column", help="the true label (training/validation data with labels): records the "
+                   "model's reference quality, which the default accuracy/recall rules compare with")  # fmt: skip
+    p.add_argument("--task", choices=["classification", "regression"], default="classification",
+                   help="as the config's models.<id>.task")  # fmt: skip
+    p.add_argument("--positive-label", help="binary classification: the positive class (as models.<id>.positive_label)")
+    p.add_argument("--threshold", type=float, default=0.5, help="binary: score >= threshold is positive when a row "
+                   "has no predicted label (as models.<id>.threshold)")  # fmt: skip
 
     r = sub.add_parser("replay", help="re-produce dead letters from ClickHouse to their topic")
     r.add_argument("--config", required=True)

@@ -70,6 +70,13 @@ def training_columns(model: str, n: int, seed: int = 7) -> dict[str, list]:
     return cols
 
 
+def training_labels(columns: dict[str, list], seed: int = 5) -> list[int]:
+    """True labels for training columns: before any drift a click (or fraud) happens with
+    probability = score (the model is calibrated), as in labels()."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(len(columns["score"])) < np.asarray(columns["score"])).astype(int).tolist()
+
+
 @dataclass
 class Traffic:
     features: list[dict]

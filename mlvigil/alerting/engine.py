@@ -59,12 +59,15 @@ from mlvigil.alerting.rules import (
     _num,
     default_routing,
     default_rules,
+    fdr_decisions,
 )
 
 STATE_VERSION = 1
 CONTEXT_FIELDS = ("psi", "ks", "mean", "std", "reference_mean", "importance", "missing_rate", "outlier_rate")
 MAX_CAUSES_IN_TEXT = 3
 MAX_DRIFT_IN_TEXT = 5
+SEEN_WINDOWS = 16
+"""Per target, the window ends already judged (duplicates and replays of them are ignored)."""
 
 
 def rfc3339(ms: int | None) -> str | None:
@@ -161,10 +164,12 @@ class AlertEngine:
         self._init(state)
         w = int(window_end_ms)
         out = self._run(state, w, inclusive=False, emitted=w)
-        for row in rows:
+        # Benjamini-Hochberg needs every row of the window at once (rules with fdr).
+        fdr = fdr_decisions(self.rules, rows)
+        for i, row in enumerate(rows):
             for rule in self.rules:
                 if rule.matches(row):
-                    self._observe(state, rule, row, w)
+                    self._observe(state, rule, row, w, fdr.get((rule.name, i)))
         state["now"] = w if state["now"] is None else max(state["now"], w)
         out += self._run(state, w, inclusive=True, emitted=w)
         self._prune(state)
@@ -203,25 +208,37 @@ class AlertEngine:
         elif state["v"] != STATE_VERSION:
             raise ValueError(f"alert state version {state.get('v')!r}, expected {STATE_VERSION}")
 
-    def _observe(self, state: dict, rule: Rule, row: dict, w: int) -> None:
+    def _observe(self, state: dict, rule: Rule, row: dict, w: int, fdr_reject: bool | None = None) -> None:
         target = rule.target(row)
         key = json.dumps([rule.name, sorted(target.items())], separators=(",", ":"))
         t = state["targets"].get(key) or {"streak": 0, "since": None, "hist": [], "last": None}
-        if t["last"] is not None and t["last"] >= w:
-            return  # this window (or a later one) was already evaluated: duplicate or late row
+        seen = t.get("seen", [])
+        if w in seen or (len(seen) >= SEEN_WINDOWS and w < seen[0]):
+            return  # this window was already judged: a duplicate or replayed row
+        # A window older than one already judged: a quality window that got enough labels only
+        # after a later window did (labels arrive late, rows come again as they do).
+        late = t["last"] is not None and w < t["last"]
         if rule.detector:  # detector rules keep their detector's state in the target's entry
+            if late:
+                return  # a detector sees each target's windows once, in order
             obs, det = rule.observe_detector(row, t.get("det"), window_time_ms(row, w))
             if det is not None:
                 t["det"] = det
         else:
-            obs = rule.observe(row, t["hist"])
+            obs = rule.observe(row, t["hist"], fdr_reject)
         if obs.evaluated:
             # Only an evaluated window is final: quality rows come again as labels arrive, and a
             # window with too few labels yet must be looked at again when it has enough.
-            t["last"] = w
+            t["last"] = w if t["last"] is None else max(t["last"], w)
+            t["seen"] = sorted(seen + [w])[-SEEN_WINDOWS:]
         fp = fingerprint(rule.name, target)
         alert = self._alert(state, fp)
-        if obs.evaluated and obs.hit:
+        if late:
+            # It may raise an alert (a one-window rule) but neither breaks a streak nor resolves
+            # what a later window decided.
+            if obs.evaluated and obs.hit and rule.for_windows == 1 and not (alert and alert["status"] == "firing"):
+                self._fire(state, rule, row, target, fp, obs, w, w)
+        elif obs.evaluated and obs.hit:
             t["streak"] += 1
             if t["since"] is None:
                 t["since"] = w
@@ -236,8 +253,16 @@ class AlertEngine:
                 self._refresh(alert, rule, row, obs, w)
                 self._resolve(state, alert, w, stale=False)
         n = rule.trailing_windows
-        if n and obs.value is not None and obs.reason not in ("no value", "too few samples"):
-            t["hist"] = (t["hist"] + [obs.value])[-n:]
+        trailing = obs.baseline_source != "reference"  # a reference baseline needs no history
+        if n and trailing and obs.value is not None and obs.reason not in ("no value", "too few samples"):
+            # One value per window: a window seen again before it could be evaluated (a quality
+            # row updated as labels arrive, while there is no baseline yet) replaces its value.
+            ws = t.get("hist_ws", [])
+            if w in ws:
+                t["hist"][ws.index(w)] = obs.value
+            else:
+                t["hist"], ws = t["hist"] + [obs.value], ws + [w]
+            t["hist"], t["hist_ws"] = t["hist"][-n:], ws[-n:]
         state["targets"][key] = t
 
     def _alert(self, state: dict, fp: str) -> dict | None:
@@ -253,7 +278,7 @@ class AlertEngine:
             model_id=row.get("model_id", ""), model_version=row.get("model_version", ""),
             segment=row.get("segment") or "*", feature=row.get("feature") or "",
             value=obs.value, observed=obs.observed, baseline=obs.baseline, threshold=obs.threshold,
-            samples=obs.samples,
+            samples=obs.samples, p_value=obs.p_value, baseline_source=obs.baseline_source,
             change_pct=None if obs.observed is None or not rule.relative else 100.0 * obs.observed,
         )  # fmt: skip
         return f

@@ -24,20 +24,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from mlvigil.alerting.significance import (
+    benjamini_hochberg,
+    chi2_homogeneity,
+    chi2_sf,
+    counts_from_proportions,
+    psi_statistic,
+)
 from mlvigil.config import duration_ms, expand_env
 
 LAYERS = ("data", "model", "service", "business", "monitor")  # monitor: the monitor's own health
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 OPS = (">", ">=", "<", "<=")
-CHANGES = ("drop", "rise")
+CHANGES = ("drop", "rise", "shift")
+TESTS = ("chi2", "psi", "binomial")
+"""Rule field ``test``: chi2/psi test a data-layer row's bin counts against the reference;
+binomial tests a rate (accuracy, error_rate, conversion_rate, ...) against its baseline, or
+against the threshold of an absolute rule."""
+COUNT_TESTS = ("chi2", "psi")
+DEFAULT_TEST_MIN_SAMPLES = {"chi2": 100, "psi": 500, "binomial": 100}
+"""A rule with a test needs at least this many samples unless it sets min_samples. Measured on
+no-drift windows (10 bins, README): chi-square holds its level from 50 events on; scaled PSI
+alarms too often below about 500 (empty bins, whose PSI term uses a 1e-4 floor), e.g. 7.4 %
+instead of 5 % at 100 events."""
 RECEIVER_TYPES = ("generic", "slack", "feishu", "dingtalk", "wecom", "alertmanager", "log")
 # Sample-count fields, first present wins ("labelled" before "events": accuracy over 5 labels
 # of 10,000 predictions is 5 samples). missing_rate is a share of events, so it counts events.
 SAMPLE_FIELDS = ("labelled", "present", "requests", "events")
 SAMPLE_FIELDS_BY_METRIC = {"missing_rate": ("events",), "error_rate": ("requests", "events")}
+POSITIVES_METRICS = ("recall",)
+"""Metrics whose samples are the actual positives, labelled x mean_observed (binary: the positive
+rate): recall over 450 labels of which 130 are positive is 130 samples."""
 ANY_SEGMENT = "**"
 """Segment pattern matching every row; the default "*" matches only the all-traffic row "*"."""
 RESERVED_LABELS = ("alertname", "severity", "layer", "metric", "model_id", "model_version", "segment", "feature")
@@ -82,6 +103,8 @@ class Observation:
     threshold: float | None = None  # effective threshold
     samples: int | None = None
     reason: str = ""  # why not evaluated
+    p_value: float | None = None  # rules with a significance test
+    baseline_source: str | None = None  # "reference" or "trailing:N" (a fallback says which)
 
 
 @dataclass
@@ -97,7 +120,7 @@ class Rule:
     op: str = ">"
     threshold: float = 0.0
     baseline: str | None = None  # None (absolute) | "reference" | "trailing:N"
-    change: str | None = None  # None (absolute) | "drop" | "rise"
+    change: str | None = None  # None (absolute) | "drop" | "rise" | "shift"
     for_windows: int = 1
     min_samples: int = 0
     feature_thresholds: dict[str, float] = field(default_factory=dict)
@@ -108,6 +131,11 @@ class Rule:
     # -- detector rules (see "Detector rules" below) --
     detector: str | None = None  # a name from mlvigil.alerting.detectors (ewma, cusum, seasonal, page_hinkley)
     detector_params: dict[str, Any] = field(default_factory=dict)
+    # -- sample-size aware options (see the significance block below) --
+    fallback: str | None = None  # "trailing:N": baseline when a reference baseline is missing
+    test: str | None = None  # None | "chi2" | "psi": also require a significant difference
+    alpha: float = 0.05  # the test's level, or the false-discovery rate q with fdr
+    fdr: bool = False  # Benjamini-Hochberg across the rule's rows of one window and model version
 
     def __post_init__(self) -> None:
         where = f"rule {self.name!r}"
@@ -140,6 +168,7 @@ class Rule:
                 raise ValueError(f"{where}: label name {k!r} must match {LABEL_NAME.pattern}")
             if k in RESERVED_LABELS:
                 raise ValueError(f"{where}: label {k!r} is set by the engine")
+        self._check_significance(where)
         self.threshold = float(self.threshold)
         self.for_windows = int(self.for_windows)
         self.min_samples = int(self.min_samples)
@@ -152,7 +181,8 @@ class Rule:
 
     @property
     def trailing_windows(self) -> int | None:
-        m = _TRAILING.match(self.baseline or "")
+        """N of a trailing baseline or fallback: how many past values the engine keeps."""
+        m = _TRAILING.match(self.baseline or "") or _TRAILING.match(self.fallback or "")
         return int(m.group(1)) if m else None
 
     @property
@@ -190,6 +220,10 @@ class Rule:
     # -- evaluation ----------------------------------------------------------------------------
 
     def samples(self, row: dict) -> int | None:
+        if self.metric in POSITIVES_METRICS:
+            labelled, rate = _num(row.get("labelled")), _num(row.get("mean_observed"))
+            if labelled is not None and rate is not None:
+                return int(round(labelled * rate))
         for name in SAMPLE_FIELDS_BY_METRIC.get(self.metric, SAMPLE_FIELDS):
             n = _num(row.get(name))
             if n is not None:
@@ -211,8 +245,9 @@ class Rule:
             threshold *= 1.0 - self.importance_weight * min(max(importance, 0.0), 1.0)
         return threshold
 
-    def observe(self, row: dict, history: list[float] | None = None) -> Observation:
-        """Evaluate the condition on one row; history: previous values of the target (trailing)."""
+    def observe(self, row: dict, history: list[float] | None = None, fdr_reject: bool | None = None) -> Observation:
+        """Evaluate the condition on one row; history: previous values of the target (trailing);
+        fdr_reject: the Benjamini-Hochberg decision of the row's window (rules with fdr)."""
         value = _num(row.get(self.metric))
         samples = self.samples(row)
         if value is None:
@@ -220,19 +255,105 @@ class Rule:
         if self.min_samples and (samples is None or samples < self.min_samples):
             return Observation(False, value=value, samples=samples, reason="too few samples")
         threshold = self.effective_threshold(row)
+        if self.test in COUNT_TESTS:
+            p = self.p_value(row)
+            if p is None:
+                return Observation(False, value=value, samples=samples, reason="no counts")
+            significant = p <= self.alpha if fdr_reject is None or not self.fdr else fdr_reject
+            hit = significant and compare(value, self.op, threshold)
+            return Observation(True, hit, value, value, None, threshold, samples, p_value=p)
         if not self.relative:
-            return Observation(True, compare(value, self.op, threshold), value, value, None, threshold, samples)
-        if self.baseline == "reference":
-            baseline = _num(row.get(f"{self.metric}_reference"))
-        else:
-            n = self.trailing_windows or 0
-            hist = history or []
-            baseline = sum(hist[-n:]) / n if len(hist) >= n else None
+            hit = compare(value, self.op, threshold)
+            p = self.binomial_p(value, threshold, samples, None) if self.test == "binomial" else None
+            hit = hit and (p is None or p <= self.alpha)
+            return Observation(True, hit, value, value, None, threshold, samples, p_value=p)
+        baseline, source = self.baseline_of(row, history or [])
         if baseline is None or baseline == 0:
-            return Observation(False, value=value, samples=samples, reason="no baseline")
-        delta = (baseline - value) if self.change == "drop" else (value - baseline)
-        change = delta / abs(baseline)
-        return Observation(True, compare(change, self.op, threshold), value, change, baseline, threshold, samples)
+            return Observation(False, value=value, samples=samples, reason="no baseline", baseline_source=source)
+        if self.change == "shift":
+            change = abs(value - baseline)  # absolute, in the metric's unit
+        else:
+            delta = (baseline - value) if self.change == "drop" else (value - baseline)
+            change = delta / abs(baseline)
+        hit = compare(change, self.op, threshold)
+        p = None
+        if self.test == "binomial":
+            p = self.binomial_p(value, baseline, samples, None if source == "reference" else self.trailing_windows)
+            hit = hit and (p is None or p <= self.alpha)
+        return Observation(True, hit, value, change, baseline, threshold, samples, p_value=p, baseline_source=source)
+
+    def baseline_of(self, row: dict, history: list[float]) -> tuple[float | None, str | None]:
+        """(baseline, which one): the row's reference, else the trailing fallback if any."""
+        if self.baseline == "reference":
+            ref = _num(row.get(f"{self.metric}_reference"))
+            if ref is not None or not self.fallback:
+                return ref, "reference"
+        n = self.trailing_windows or 0
+        source = f"trailing:{n}"
+        return (sum(history[-n:]) / n if len(history) >= n else None), source
+
+    # -- significance and baseline fallback (sample-size aware thresholds) ---------------------
+
+    def _check_significance(self, where: str) -> None:
+        if self.fallback is not None:
+            if self.baseline != "reference" or not _TRAILING.match(self.fallback) or self.fallback == "trailing:0":
+                raise ValueError(f"{where}: fallback 'trailing:N' (N >= 1) is for baseline: reference only")
+        if self.test is None:
+            if self.fdr:
+                raise ValueError(f"{where}: fdr needs a test (chi2 or psi)")
+            return
+        if self.test not in TESTS:
+            raise ValueError(f"{where}: test must be one of {TESTS}, not {self.test!r}")
+        if self.test in COUNT_TESTS and self.relative:
+            raise ValueError(f"{where}: a test compares bin counts with the reference; it takes no baseline/change")
+        if self.test == "binomial" and (self.fdr or self.change == "shift"):
+            raise ValueError(f"{where}: the binomial test takes no fdr and no change: shift")
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise ValueError(f"{where}: alpha must be in (0, 1)")
+        self.alpha = float(self.alpha)
+        self.fdr = bool(self.fdr)
+        # Small windows: the chi-square approximation needs counts (about 5 per bin), and PSI's
+        # noise floor (B - 1)(1/n + 1/N) dwarfs real drift; so a test rule has a minimum by default.
+        if not int(self.min_samples):
+            self.min_samples = DEFAULT_TEST_MIN_SAMPLES[self.test]
+
+    def binomial_p(self, rate: float, p0: float, n: int | None, trailing: int | None) -> float | None:
+        """One-sided p-value that a rate of n samples differs from p0 in the rule's direction
+        (below for drop and "<" rules, above otherwise); normal approximation. A trailing p0 is a
+        mean over about `trailing` windows of similar size, so its variance adds 1/trailing."""
+        if not n or not 0.0 < p0 < 1.0:
+            return None
+        var = p0 * (1.0 - p0) / n * (1.0 + (1.0 / trailing if trailing else 0.0))
+        z = (rate - p0) / var**0.5
+        if self.change == "drop" or (not self.relative and self.op in ("<", "<=")):
+            z = -z
+        tail = 0.5 * chi2_sf(z * z, 1)  # P(Z >= |z|) for a standard normal Z
+        return tail if z > 0 else 1.0 - tail
+
+    def p_value(self, row: dict) -> float | None:
+        """The test's p-value for a row, or None when the row cannot be tested: no bin counts or
+        reference counts (``bin_proportions``, ``present``, ``reference_expected``,
+        ``reference_count``), fewer samples than min_samples, or no bin to compare."""
+        if self.test not in COUNT_TESTS:
+            return None
+        n = _num(row.get("present"))
+        big_n = _num(row.get("reference_count"))
+        props, expected = row.get("bin_proportions"), row.get("reference_expected")
+        if not n or not big_n or not props or not expected or len(props) != len(expected):
+            return None
+        samples = self.samples(row)
+        if self.min_samples and (samples is None or samples < self.min_samples):
+            return None
+        observed = counts_from_proportions(props, n)
+        reference = counts_from_proportions(expected, big_n)
+        if self.test == "chi2":
+            stat, df = chi2_homogeneity(observed, reference)
+        else:
+            psi = _num(row.get("psi"))
+            if psi is None:
+                return None
+            stat, df = psi_statistic(psi, n, big_n), int(np.count_nonzero(observed + reference)) - 1
+        return chi2_sf(stat, df) if df >= 1 else None
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -290,6 +411,26 @@ class Rule:
         return obs, det.to_dict()
 
 
+def fdr_decisions(rules: list["Rule"], rows: list[dict]) -> dict[tuple[str, int], bool]:
+    """Benjamini-Hochberg per rule with ``fdr`` over the rows of one window: the family is the
+    rule's testable rows of one (model_id, model_version), i.e. all features x segments of a
+    model version in the window. Returns (rule name, row index) -> discovery."""
+    out: dict[tuple[str, int], bool] = {}
+    for rule in rules:
+        if not (rule.test in COUNT_TESTS and rule.fdr):
+            continue
+        families: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        for i, row in enumerate(rows):
+            if rule.matches(row) and _num(row.get(rule.metric)) is not None:
+                p = rule.p_value(row)
+                if p is not None:
+                    families.setdefault((str(row.get("model_id")), str(row.get("model_version"))), []).append((i, p))
+        for members in families.values():
+            reject = benjamini_hochberg(np.array([p for _, p in members]), rule.alpha)
+            out.update({(rule.name, i): bool(r) for (i, _), r in zip(members, reject, strict=True)})
+    return out
+
+
 def row_layers(row: dict) -> tuple[str, ...]:
     """The row's layers: its "layer" field (a name, or a list such as ["model", "business"] for a
     quality row carrying accuracy and ctr), else data for feature rows, service for service rows,
@@ -336,18 +477,59 @@ def rule_from_dict(d: dict) -> list[Rule]:
     return [Rule(**flat)]
 
 
+DEFAULT_TRAILING = "trailing:5"
+"""Baseline of the default trend rules, and of the model rules when the profile has no reference quality."""
+_BASELINE_NOTE = {"baseline": "{baseline_source} baseline {baseline:.4g}"}
+
+
 def default_rules() -> list[Rule]:
-    """The layered rules of the monitoring article (section 2.2.5), as a starting point."""
+    """The article's default table (sections 1.1-1.4 and 2.2.5) as rules; see the README.
+
+    Drift is PSI > 0.2 *and* a significant chi-square test of the bin counts, Benjamini-Hochberg
+    at q = 0.05 across the features x segments of a model version in a window, 100 samples at
+    least. Model rules compare with the profile's reference quality (``mlvigil profile
+    --label-column``), else with the trailing mean of the last 5 evaluated windows; the
+    annotation ``baseline`` says which."""
+    # A drop must also be significant (binomial, 1 %): recall over 130 positives moves by 18 %
+    # from one window to the next with nothing wrong.
+    ref = {"baseline": "reference", "change": "drop", "fallback": DEFAULT_TRAILING, "min_samples": 200,
+           "test": "binomial", "alpha": 0.01}  # fmt: skip
+    recall = {**ref, "min_samples": 100}  # positives
+    trend = {"baseline": DEFAULT_TRAILING}
     return [
+        # data
         Rule("psi_drift", "data", "psi", "warning", op=">", threshold=0.2, min_samples=100,
-             annotations={"summary": "{feature} PSI {value:.3f} > {threshold:.3g}"}),
-        Rule("accuracy_drop_warning", "model", "accuracy", "warning", threshold=0.10, baseline="reference", change="drop"),
-        Rule("accuracy_drop_critical", "model", "accuracy", "critical", threshold=0.20, baseline="reference", change="drop"),
-        Rule("recall_drop_warning", "model", "recall", "warning", threshold=0.15, baseline="reference", change="drop"),
-        Rule("recall_drop_critical", "model", "recall", "critical", threshold=0.20, baseline="reference", change="drop"),
-        Rule("latency_p95_high", "service", "latency_p95", "warning", op=">", threshold=2000.0),
-        Rule("error_rate_high", "service", "error_rate", "warning", op=">", threshold=0.01),
+             test="chi2", alpha=0.05, fdr=True,
+             annotations={"summary": "{feature} PSI {value:.3f} > {threshold:.3g} (chi-square p {p_value:.2g}, "
+                                     "n {samples}, BH q 0.05)"}),
         Rule("missing_rate_high", "data", "missing_rate", "info", op=">", threshold=0.05),
+        # model
+        Rule("accuracy_drop_warning", "model", "accuracy", "warning", threshold=0.10, **ref, annotations=_BASELINE_NOTE),
+        Rule("accuracy_drop_critical", "model", "accuracy", "critical", threshold=0.20, **ref,
+             annotations=_BASELINE_NOTE),
+        Rule("recall_drop_warning", "model", "recall", "warning", threshold=0.15, **recall, annotations=_BASELINE_NOTE),
+        Rule("recall_drop_critical", "model", "recall", "critical", threshold=0.20, **recall,
+             annotations=_BASELINE_NOTE),
+        # The article's "prediction std > 0.1: check" is the spread of repeated predictions of one
+        # input; a stream predicts each request once, so the check here is how far the window's
+        # score spread moved from the reference's (|std - std_reference| > 0.1), as info.
+        Rule("prediction_std_check", "data", "std", "info", feature="prediction:score", threshold=0.1,
+             baseline="reference", change="shift", min_samples=100,
+             annotations={"summary": "score std {value:.3f} vs reference {baseline:.3f}: check prediction stability"}),
+        Rule("calibration_error_high", "model", "ece", "warning", op=">", threshold=0.1, min_samples=500),
+        # service
+        Rule("latency_p95_high", "service", "latency_p95", "warning", op=">", threshold=2000.0),
+        Rule("latency_rise", "service", "latency_p95", "warning", threshold=0.5, change="rise", min_samples=100,
+             **trend, annotations=_BASELINE_NOTE),
+        Rule("error_rate_high", "service", "error_rate", "warning", op=">", threshold=0.01, min_samples=200,
+             test="binomial", alpha=0.01),
+        Rule("throughput_low", "service", "throughput_rps", "warning", threshold=0.5, change="drop", **trend,
+             annotations=_BASELINE_NOTE),
+        # business
+        Rule("conversion_drop", "business", "conversion_rate", "warning", threshold=0.05, change="drop",
+             min_samples=200, test="binomial", alpha=0.01, **trend,
+             annotations={**_BASELINE_NOTE, "rollback": "conversion of {model_id} {model_version} fell "
+                          "{change_pct:.0f} %: consider rolling back to the previous version"}),
         *monitor_rules(),
     ]  # fmt: skip
 
@@ -501,14 +683,17 @@ def load_rules(src: Any) -> list[Rule]:
     """Rules from a YAML file path, YAML text, a mapping with a "rules" list, or a list.
 
     With ``use_default_rules: true`` the file's rules are added to default_rules(), replacing a
-    default of the same name.
+    default of the same name. A mapping without a "rules" key gets the defaults unless
+    ``use_default_rules: false``.
     """
     raw = _read(src)
     items = raw if isinstance(raw, list) else (raw.get("rules") or [])
     rules: list[Rule] = []
     for d in items:
         rules.extend(rule_from_dict(d))
-    if isinstance(raw, dict) and raw.get("use_default_rules"):
+    # No "rules" at all (an alerting section with only receivers and routing) means the defaults.
+    use_defaults = raw.get("use_default_rules", "rules" not in raw) if isinstance(raw, dict) else False
+    if use_defaults:
         mine = {r.name for r in rules}
         rules = [r for r in default_rules() if r.name not in mine] + rules
     names = [r.name for r in rules]

@@ -1,27 +1,81 @@
 """Helpers for the alerting tests: metric rows, an engine driver that round-trips its state
 through JSON between every call, and a real HTTP receiver on 127.0.0.1."""
 
+import functools
 import json
+import math
 import socket
+import tempfile
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from mlvigil.alert_operators import AlertInput, engine_columns
 from mlvigil.alerting import AlertEngine
+from mlvigil.catalog import compile_catalog
+from mlvigil.config import parse_config
+from mlvigil.profile import build_profile, save_profile
+from mlvigil.quality import QUALITY_COLUMNS
 
 MIN = 60_000
 MODEL, VERSION = "recsys", "v2"
+PROFILED_FEATURES = ["a", "age", "alpha", "browsing_duration", "city", "income", "item_age", "tenure", "user_age",
+                     "zeta", "zip"] + [f"f{i:02d}" for i in range(20)]  # fmt: skip
+REFERENCE_ROWS = 10_000
+REFERENCE_ACCURACY = 0.91
+_KEEP: list = []  # the profile's temporary directory lives as long as the test session
+
+
+@functools.cache
+def reference_input() -> AlertInput:
+    """The job's AlertInput over a real profile (build_profile with a label column) of MODEL
+    VERSION: two bins per feature (edge 0, half the values on each side) and, on its labelled
+    rows, accuracy 0.91 (every prediction positive, 91 % positive labels)."""
+    n = REFERENCE_ROWS
+    cols: dict[str, list] = {f: [-1.0] * (n // 2) + [1.0] * (n - n // 2) for f in PROFILED_FEATURES}
+    positives = round(REFERENCE_ACCURACY * n)
+    cols.update(score=[0.9] * n, predicted_label=[1] * n, clicked=[1] * positives + [0] * (n - positives))
+    profile = build_profile(cols, MODEL, VERSION, custom_edges={f: [0.0] for f in PROFILED_FEATURES},
+                            label_column="clicked", positive_label=1)  # fmt: skip
+    tmp = tempfile.TemporaryDirectory()
+    _KEEP.append(tmp)
+    save_profile(profile, Path(tmp.name) / "profile.json")
+    raw = {"models": {MODEL: {"profiles": {VERSION: str(Path(tmp.name) / "profile.json")}, "positive_label": 1}}}
+    columns = {**engine_columns(), "quality_metrics": QUALITY_COLUMNS}
+    alert_input = AlertInput(compile_catalog(parse_config(raw)), columns)
+    alert_input.open(None)
+    return alert_input
+
+
+def two_bin_proportions(psi: float) -> list[float]:
+    """Window proportions (0.5 + d, 0.5 - d) whose PSI against the profile's (0.5, 0.5) is psi."""
+    lo, hi = 0.0, 0.5
+    for _ in range(200):
+        d = (lo + hi) / 2
+        if 2 * d * math.log((0.5 + d) / (0.5 - d)) < psi:
+            lo = d
+        else:
+            hi = d
+    return [0.5 + lo, 0.5 - lo]
 
 
 def feature_row(feature: str, psi: float | None, *, segment: str = "*", present: int = 500, **extra) -> dict:
+    """A feature row with bin proportions that give its PSI, and the reference counts the job's
+    AlertInput adds from the profile (for the rules' significance tests)."""
     row = {
         "layer": "data", "model_id": MODEL, "model_version": VERSION, "segment": segment, "feature": feature,
         "feature_type": "numeric", "events": present, "present": present, "missing": 0, "missing_rate": 0.0,
         "outliers": 0, "outlier_rate": 0.0, "psi": psi, "ks": None, "mean": None, "std": None,
+        "bin_proportions": [] if psi is None else two_bin_proportions(psi),
     }  # fmt: skip
+    enriched = reference_input().enrich("feature_metrics", dict(row))
+    for k in ("reference_expected", "reference_count"):
+        if k in enriched:
+            row[k] = enriched[k]
     row.update(extra)
     return row
 
@@ -35,6 +89,11 @@ def quality_row(segment: str = "*", labelled: int = 500, **metrics) -> dict:
         "labelled": labelled,
         **metrics,
     }
+
+
+def profiled_quality_row(segment: str = "*", labelled: int = 500, **metrics) -> dict:
+    """A quality row as the job's AlertInput passes it on: with <metric>_reference from the profile."""
+    return reference_input().enrich("quality_metrics", quality_row(segment, labelled, **metrics))
 
 
 def service_row(latency_p95: float = 100.0, error_rate: float = 0.0, requests: int = 1000) -> dict:

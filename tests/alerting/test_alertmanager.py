@@ -13,7 +13,7 @@ from mlvigil.alerting import AlertEngine, Routing, default_rules
 from mlvigil.alerting.delivery import Deliverer
 from mlvigil.alerting.rules import Receiver
 
-from .conftest import MIN, Hook, feature_row, free_port, quality_row
+from .conftest import MIN, Hook, feature_row, free_port, profiled_quality_row
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
@@ -79,7 +79,7 @@ def test_alertmanager_accepts_our_alerts_and_delivers_them(alertmanager):
     w0 = (int(time.time() * 1000) // MIN - 10) * MIN
     state: dict = {}
     drift = feature_row("browsing_duration", 0.35, mean=2.1, reference_mean=10.0)
-    eng.evaluate(state, [drift, quality_row(accuracy=0.70, accuracy_reference=0.91)], w0)
+    eng.evaluate(state, [drift, profiled_quality_row(accuracy=0.70)], w0)
     (firing,) = eng.advance(state, w0 + 30_000)
     assert firing.receiver == "am" and firing.severity == "critical"
 
@@ -113,7 +113,7 @@ def test_alertmanager_accepts_our_alerts_and_delivers_them(alertmanager):
         # Alertmanager sends the resolution on.
         eng.evaluate(
             state,
-            [feature_row("browsing_duration", 0.01), quality_row(accuracy=0.91, accuracy_reference=0.91)],
+            [feature_row("browsing_duration", 0.01), profiled_quality_row(accuracy=0.91)],
             w0 + 2 * MIN,
         )
         (resolved,) = eng.advance(state, w0 + 10 * MIN)

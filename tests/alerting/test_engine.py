@@ -13,7 +13,7 @@ import pytest
 from mlvigil.alerting import AlertEngine, Routing, Rule, default_routing, default_rules
 from mlvigil.alerting.rules import Receiver
 
-from .conftest import MIN, Driver, feature_row, quality_row, service_row
+from .conftest import MIN, Driver, feature_row, profiled_quality_row, quality_row, service_row
 
 SEC = 1000
 
@@ -50,7 +50,8 @@ def test_absolute_threshold_fires_after_group_wait_and_resolves_on_the_group_int
         "resolved", 690 * SEC, "resolved", "1970-01-01T00:07:00.000Z",
     )  # fmt: skip
     assert r.title.startswith("[RESOLVED] warning recsys v2")
-    assert d.state["groups"] == {} and d.state["targets"] == {}, "resolved and notified: nothing left in state"
+    assert d.state["groups"] == {}, "resolved and notified: nothing left in state"
+    assert only_trailing_history(d), "but the trailing baselines of the default trend rules"
 
 
 def test_new_alert_in_a_notified_group_waits_for_the_next_group_interval_tick():
@@ -74,7 +75,7 @@ def test_repeat_interval_resends_an_unchanged_firing_group_at_the_first_tick_aft
 
 def test_relative_drop_against_reference_escalates_and_critical_inhibits_warning():
     d = Driver(engine())
-    d.window(1 * MIN, [quality_row(accuracy=0.80, accuracy_reference=0.91)])  # -12 %: warning only
+    d.window(1 * MIN, [profiled_quality_row(accuracy=0.80)])  # -12 %: warning only
     (n1,) = d.advance(90 * SEC)
     assert (n1.severity, n1.receiver, [a["labels"]["alertname"] for a in n1.alerts]) == (
         "warning", "chat", ["accuracy_drop_warning"],
@@ -82,14 +83,14 @@ def test_relative_drop_against_reference_escalates_and_critical_inhibits_warning
     assert n1.text == "accuracy -12 % (0.91 -> 0.8)"
     assert n1.alerts[0]["baseline"] == 0.91 and n1.alerts[0]["observed"] == pytest.approx((0.91 - 0.80) / 0.91)
     # -23 % at 3:00: the critical rule fires too. Escalation flushes 30 s later, not at 6:30.
-    assert d.window(3 * MIN, [quality_row(accuracy=0.70, accuracy_reference=0.91)]) == []
+    assert d.window(3 * MIN, [profiled_quality_row(accuracy=0.70)]) == []
     (n2,) = d.advance(3 * MIN + 30 * SEC)
     assert (n2.severity, n2.receiver) == ("critical", "pager")
     # The warning on the same model, version, segment and metric is inhibited by the critical.
     assert [a["labels"]["alertname"] for a in n2.alerts] == ["accuracy_drop_critical"]
     # Back to -15 %: critical resolves, the warning is no longer inhibited but was already notified:
     # the next tick (8:30) sends the resolved critical (send_resolved), with the warning firing.
-    d.window(4 * MIN, [quality_row(accuracy=0.78, accuracy_reference=0.91)])
+    d.window(4 * MIN, [profiled_quality_row(accuracy=0.78)])
     (n3,) = d.advance(8 * MIN + 30 * SEC)
     assert n3.status == "firing"
     assert {a["labels"]["alertname"]: a["status"] for a in n3.alerts} == {
@@ -240,7 +241,7 @@ def scenario(d: Driver, extra_advances: bool = False):
         d.window(m * MIN, [
             feature_row("browsing_duration", psi, mean=2.1, reference_mean=10.0),
             feature_row("age", psi / 2, segment="region=eu"),
-            quality_row(accuracy=acc, accuracy_reference=0.91),
+            profiled_quality_row(accuracy=acc),
             service_row(latency_p95=2500 if m % 7 == 0 else 100),
         ])  # fmt: skip
     d.advance(2 * 60 * MIN)
@@ -260,8 +261,19 @@ def test_ids_are_deterministic_and_independent_of_how_often_time_advances():
 def test_state_is_plain_json_and_bounded():
     d = Driver(engine())
     scenario(d)
-    assert d.state["groups"] == {} and d.state["targets"] == {}
-    assert len(json.dumps(d.state)) < 200
+    assert d.state["groups"] == {} and only_trailing_history(d)
+    # Bounded: at most N values per trailing rule and target, nothing else.
+    assert len(json.dumps({k: v for k, v in d.state.items() if k != "targets"})) < 200
+
+
+def only_trailing_history(d: Driver) -> bool:
+    """Every target left in the state is a trailing baseline: no streak, at most N values."""
+    for key, t in d.state["targets"].items():
+        rule = d.engine.by_name[json.loads(key)[0]]
+        n = rule.trailing_windows
+        if not n or rule.baseline == "reference" or t["streak"] or not 0 < len(t["hist"]) <= n:
+            return False
+    return True
 
 
 def test_routing_by_severity_and_unknown_receiver_rejected():

@@ -9,7 +9,7 @@ import pytest
 from mlvigil.alerting import default_rules, load_config, load_routing, load_rules
 from mlvigil.alerting.rules import ANY_SEGMENT, Rule, parse_matchers
 
-from .conftest import feature_row, quality_row, service_row
+from .conftest import feature_row, profiled_quality_row, quality_row, service_row
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs" / "alerts.example.yaml"
@@ -52,8 +52,9 @@ def test_observe_absolute_relative_and_samples():
     assert not psi.observe(feature_row("a", 0.3, present=99)).evaluated
     assert psi.observe(feature_row("a", None)).reason == "no value"
     acc = Rule("acc", "model", "accuracy", threshold=0.1, baseline="reference", change="drop")
-    o = acc.observe(quality_row(accuracy=0.8, accuracy_reference=1.0))
-    assert o.hit and o.observed == pytest.approx(0.2) and o.baseline == 1.0
+    o = acc.observe(profiled_quality_row(accuracy=0.8))  # the profile's reference accuracy: 0.91
+    assert o.hit and o.observed == pytest.approx((0.91 - 0.8) / 0.91) and o.baseline == pytest.approx(0.91)
+    assert o.baseline_source == "reference"
     assert acc.observe(quality_row(accuracy=0.8)).reason == "no baseline"
     rise = Rule("lat", "service", "latency_p95", threshold=0.5, baseline="trailing:2", change="rise")
     assert rise.observe(service_row(latency_p95=160), [100.0, 100.0]).observed == pytest.approx(0.6)

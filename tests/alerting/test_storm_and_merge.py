@@ -5,7 +5,7 @@ import pytest
 
 from mlvigil.alerting import AlertEngine, Rule, default_rules
 
-from .conftest import MIN, Driver, feature_row, quality_row
+from .conftest import MIN, Driver, feature_row, profiled_quality_row
 
 SEC = 1000
 SEGMENTS = ["*"] + [f"region=r{i}" for i in range(9)]  # the all-traffic row + 9 segments
@@ -70,7 +70,7 @@ def test_drift_then_accuracy_drop_in_the_correlation_window_is_one_notification(
             feature_row("income", 0.01, mean=5.0, reference_mean=5.0),
         ]
         if m >= 3:
-            rows.append(quality_row(accuracy=0.80, accuracy_reference=0.91))
+            rows.append(profiled_quality_row(accuracy=0.80))
         d.window(m * MIN, rows)
     d.advance(30 * MIN)
     (n,) = d.sent
@@ -90,8 +90,8 @@ def test_drift_then_accuracy_drop_in_the_correlation_window_is_one_notification(
 
 def test_quality_alert_first_then_drift_adds_the_cause_at_the_next_tick():
     d = Driver(AlertEngine(default_rules()))
-    d.window(1 * MIN, [quality_row(accuracy=0.80, accuracy_reference=0.91)])
-    d.window(2 * MIN, [quality_row(accuracy=0.80, accuracy_reference=0.91), feature_row("age", 0.4, mean=3.0)])
+    d.window(1 * MIN, [profiled_quality_row(accuracy=0.80)])
+    d.window(2 * MIN, [profiled_quality_row(accuracy=0.80), feature_row("age", 0.4, mean=3.0)])
     d.advance(20 * MIN)
     first, second = d.sent
     assert first.due_ms == 90 * SEC and first.text == "accuracy -12 % (0.91 -> 0.8)"  # a quality drop is not held
@@ -103,7 +103,7 @@ def test_drift_outside_the_correlation_window_is_its_own_notification():
     for m in range(1, 16):
         rows = [feature_row("zeta", 0.3), feature_row("alpha", 0.6, importance=0.1)]
         if m >= 9:  # 8 minutes after the drift: too late to merge
-            rows.append(quality_row(accuracy=0.80, accuracy_reference=0.91))
+            rows.append(profiled_quality_row(accuracy=0.80))
         d.window(m * MIN, rows)
     first, second = d.sent
     assert first.due_ms == 6 * MIN  # 1:00 + max(30 s, 5 min)
