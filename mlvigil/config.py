@@ -108,6 +108,16 @@ class Config:
     state_backend: str = "hashmap"
     flink_conf: dict[str, str] = field(default_factory=dict)
     """flink.conf: any Flink configuration option, applied last (e.g. rest.port, taskmanager memory)."""
+    # --- input limits (limits.*): what the decoder refuses, and how large a dead letter may be ---
+    max_message_bytes: int = 1 << 20
+    """limits.max_message_bytes: larger messages are not parsed (dead letter too_large)."""
+    max_features: int = 1000
+    """limits.max_features: more entries in an event's features object: dead letter too_many_features."""
+    max_dead_letter_bytes: int = 1_000_000
+    """limits.max_dead_letter_bytes: a dead letter on the Kafka topic is at most this long (a stock
+    broker's message.max.bytes is about 1 MB); a longer one keeps a prefix of its payload."""
+    backfill: bool = False
+    """limits.backfill: accept events older than the minute tables' retention (no too_old)."""
 
 
 DEFAULT_TOPICS = {
@@ -199,4 +209,22 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         label_state_ttl_ms=duration_ms(labels.get("state_ttl", lateness_ms / 1000 + 3600)),
         state_backend=backend,
         flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
+        **_input_limits(limits),
     )
+
+
+# --- input limits (limits.*) --------------------------------------------------------------------
+def _input_limits(limits: dict) -> dict:
+    """The limits.* keys that bound what one message can cost the job (see configs/example.yaml)."""
+    out = {
+        "max_message_bytes": int(limits.get("max_message_bytes", 1 << 20)),
+        "max_features": int(limits.get("max_features", 1000)),
+        "max_dead_letter_bytes": int(limits.get("max_dead_letter_bytes", 1_000_000)),
+        "backfill": bool(limits.get("backfill", False)),
+    }
+    for key in ("max_message_bytes", "max_features"):
+        if out[key] < 1:
+            raise ValueError(f"limits.{key} must be at least 1, not {out[key]}")
+    if out["max_dead_letter_bytes"] < 65_536:  # room for the other fields, escaped (see dead_letter_json)
+        raise ValueError(f"limits.max_dead_letter_bytes must be at least 65536, not {out['max_dead_letter_bytes']}")
+    return out
