@@ -23,7 +23,14 @@ public class EventTimeFunction extends ScalarFunction {
 
     @Override
     public void open(FunctionContext context) {
-        String encoded = context.getJobParameter(MonitorCatalog.PARAM, null);
+        String encoded;
+        try {
+            encoded = context.getJobParameter(MonitorCatalog.PARAM, null);
+        } catch (RuntimeException e) {
+            // Flink 2.3 in a watermark generator: "Calls to FunctionContext.getJobParameter are
+            // not available at the current location". The catalog is looked up by key instead.
+            encoded = null;
+        }
         if (encoded != null) {
             catalog = MonitorCatalog.fromEncoded(encoded);
         }
