@@ -22,6 +22,13 @@ RETENTION_MARGIN_MS = DAY_MS
 and be written before the TTL, applied at insert, would delete it."""
 MAX_EVENT_AGE_MS = MINUTE_RETENTION_DAYS * DAY_MS - RETENTION_MARGIN_MS
 """Older events (against processing time) are dead letters too_old, unless limits.backfill."""
+REASON_CODES = (
+    "malformed_json", "duplicate_key", "too_large", "too_many_features", "not_an_object", "missing_field",
+    "wrong_type", "bad_timestamp", "absurd_timestamp", "too_old", "absurd_value", "unknown_model", "late",
+)  # fmt: skip
+"""The dead-letter reason codes of feature and prediction events: those the Java decoder gives
+(EventDecoder, ParseEventFunction) and late; schemas/README.md documents each
+(tests/unit/test_decoder_fuzz.py checks both)."""
 DEAD_LETTER_PREFIX_BYTES = 4096
 """How much of an oversized payload a dead letter keeps (with its length and sha256)."""
 

@@ -22,6 +22,13 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadFea
  * schemas/README.md.
  */
 public final class EventDecoder {
+    /**
+     * Larger magnitudes are absurd values: window statistics square them (Welford's M2, squared
+     * errors), and a finite 1e300 would overflow to infinity there, which the finishing step
+     * cannot turn into metrics. Found by the fuzz run (tests/integration/test_bad_input.py).
+     */
+    public static final double MAX_ABS_VALUE = 1e100;
+
     /** Marks a feature value that is JSON but neither number, string, boolean nor null. */
     static final Object NESTED = new Object();
 
@@ -293,8 +300,8 @@ public final class EventDecoder {
     private static Double number(JsonParser p, JsonToken t, Event e, String name) throws IOException {
         if (t == JsonToken.VALUE_NUMBER_INT || t == JsonToken.VALUE_NUMBER_FLOAT) {
             double v = p.getDoubleValue();
-            if (!Double.isFinite(v)) {
-                e.fail("absurd_value", name + " is not a finite number");
+            if (!(Math.abs(v) <= MAX_ABS_VALUE)) {
+                e.fail("absurd_value", name + " is not a finite number of magnitude at most 1e100");
             }
             return v + 0.0;
         }

@@ -166,8 +166,8 @@ public class ParseEventFunction extends TableFunction<Row> {
                         return null;
                     }
                     double d = (Double) v;
-                    if (!Double.isFinite(d)) {
-                        e.fail("absurd_value", "'" + c.name + "' is not a finite number");
+                    if (!(Math.abs(d) <= EventDecoder.MAX_ABS_VALUE)) {
+                        e.fail("absurd_value", "'" + c.name + "' is not a finite number of magnitude at most 1e100");
                         return null;
                     }
                     buf.put(NUMBER);
