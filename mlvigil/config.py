@@ -220,8 +220,12 @@ def _input_limits(limits: dict) -> dict:
         "max_message_bytes": int(limits.get("max_message_bytes", 1 << 20)),
         "max_features": int(limits.get("max_features", 1000)),
         "max_dead_letter_bytes": int(limits.get("max_dead_letter_bytes", 1_000_000)),
-        "backfill": bool(limits.get("backfill", False)),
+        "backfill": limits.get("backfill", False),
     }
+    if isinstance(out["backfill"], str):  # e.g. from ${ENV}
+        out["backfill"] = {"true": True, "false": False}.get(out["backfill"].strip().lower(), out["backfill"])
+    if not isinstance(out["backfill"], bool):
+        raise ValueError(f"limits.backfill must be true or false, not {out['backfill']!r}")
     for key in ("max_message_bytes", "max_features"):
         if out[key] < 1:
             raise ValueError(f"limits.{key} must be at least 1, not {out[key]}")

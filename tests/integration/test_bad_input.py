@@ -144,12 +144,11 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
                                                        for rid, ms in old.items()]),
     ]  # fmt: skip
     n_features = len(poison_bytes) + 2 + len(valid_f) + len(old)
-    # Predictions: traffic and fuzz, interleaved.
+    # Predictions: the traffic in its order, with fuzz inserted at random places.
     rng = random.Random(8)
-    fuzz = _fuzz(rng, t.predictions, 240)
-    preds = [(p["request_id"].encode(), orjson.dumps(p), None) for p in t.predictions]
-    mixed = preds + [(f"z{i}".encode(), b, None) for i, b in enumerate(fuzz)]
-    rng.shuffle(mixed)
+    mixed = [(p["request_id"].encode(), orjson.dumps(p), None) for p in t.predictions]
+    for i, b in enumerate(_fuzz(rng, t.predictions, 240)):
+        mixed.insert(rng.randint(0, len(mixed)), (f"z{i}".encode(), b, None))
     p_end = produce(broker.bootstrap, topics["predictions"], mixed)
     stop = {"features": {str(p): max(e[p] for e in f_ends) for p in range(4)},
             "predictions": {str(p): o for p, o in p_end.items()}}  # fmt: skip
