@@ -163,15 +163,16 @@ public final class EventDecoder {
         } catch (JsonParseException ex) {
             e.reasonCode = null;
             String msg = firstLine(ex.getOriginalMessage());
-            if (msg.startsWith("Duplicate field")) {
-                e.fail("duplicate_key", "a key appears twice in one object: " + clip(msg));
+            // Jackson's duplicate detection: "Duplicate field 'x'" (the wording varies by version).
+            if (msg.startsWith("Duplicate")) {
+                e.fail("duplicate_key", "a key appears twice in one object: " + clip(msg, 300));
             } else {
-                e.fail("malformed_json", "malformed JSON: " + clip(msg));
+                e.fail("malformed_json", "malformed JSON: " + clip(msg, 300));
             }
             return e;
         } catch (IOException | RuntimeException ex) {
             e.reasonCode = null;
-            e.fail("malformed_json", "malformed JSON: " + clip(firstLine(ex.getMessage())));
+            e.fail("malformed_json", "malformed JSON: " + clip(firstLine(ex.getMessage()), 300));
             return e;
         }
         if (!e.ok()) {
@@ -276,7 +277,12 @@ public final class EventDecoder {
     }
 
     private static String clip(String s) {
-        return s.length() > 64 ? s.substring(0, 64) + "..." : s;
+        return clip(s, 64);
+    }
+
+    /** Reasons quote the input: bounded, so a dead letter's size depends on the limits only. */
+    private static String clip(String s, int max) {
+        return s.length() > max ? s.substring(0, max) + "..." : s;
     }
 
     private static String idText(JsonParser p, JsonToken t, Event e, String name) throws IOException {
