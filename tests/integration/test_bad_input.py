@@ -125,7 +125,13 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
         orjson.dumps(_event("poison-dup-1", ahead))[:-1] + f', "event_time": {start + 1000}}}'.encode(),
         orjson.dumps(_event("poison-dup-2", start + 1000))[:-1] + f', "event_time": {ahead}}}'.encode(),
         orjson.dumps(_event("future-2d", now + 2 * DAY)),
+        # Lone UTF-16 surrogates (legal JSON escapes, not text) in fields a dead letter carries.
+        b'{"request_id": "surrogate-\\ud800", "model_id": "\\udc00nope", "model_version": "v1", "event_time": '
+        + str(start + 1500).encode()
+        + b', "features": {}}',
     ]
+    # A valid event with a lone surrogate in a segment value (carried into the window statistics).
+    surrogate_seg = orjson.dumps(_event("surrogate-seg", start + 1500)).replace(b'"eu"', b'"eu\\udfff"')
     old = {"old-30m": now - 30 * MIN, "old-1d": now - DAY, "old-120d": now - 120 * DAY, "old-1y": now - 365 * DAY}
     huge = random.Random(3).randbytes(4_500_000)
     # An invalid message under the size limit whose dead letter escapes to about 2.4 MB of JSON.
@@ -139,11 +145,11 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
     f_ends = [
         produce(broker.bootstrap, topics["features"], [(f"p{i}".encode(), b, None) for i, b in enumerate(poison_bytes)]),
         _big_produce(broker.bootstrap, topics["features"], [(b"huge", huge, None), (b"escapes", escapes, None)]),
-        produce(broker.bootstrap, topics["features"], valid_f),
+        produce(broker.bootstrap, topics["features"], valid_f + [(b"surrogate-seg", surrogate_seg, None)]),
         produce(broker.bootstrap, topics["features"], [(rid.encode(), orjson.dumps(_event(rid, ms)), max(ms, now - 365 * DAY))
                                                        for rid, ms in old.items()]),
     ]  # fmt: skip
-    n_features = len(poison_bytes) + 2 + len(valid_f) + len(old)
+    n_features = len(poison_bytes) + 2 + len(valid_f) + 1 + len(old)
     # Predictions: the traffic in its order, with fuzz inserted at random places.
     rng = random.Random(8)
     mixed = [(p["request_id"].encode(), orjson.dumps(p), None) for p in t.predictions]
@@ -185,6 +191,7 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
     assert f_dead["poison-unknown-1"] == f_dead["poison-unknown-2"] == "unknown_model"
     assert f_dead["poison-dup-1"] == f_dead["poison-dup-2"] == "duplicate_key"
     assert f_dead["future-2d"] == "absurd_timestamp"
+    assert [c for rid, c in f_dead.items() if rid.startswith("surrogate-")] == ["unknown_model"]
     assert f_dead["escapes"] == "malformed_json"  # raw control characters in a JSON string
 
     # 3. Old events: too_old beyond the retention (their dead letters kept despite year-old Kafka
@@ -193,7 +200,7 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
     for rid in ("old-30m", "old-1d"):
         assert f_dead.get(rid) in (None, "late")
     late_old = sum(1 for rid in ("old-30m", "old-1d") if rid in f_dead)
-    assert counted["features"] == len(valid_f) + 2 - late_old
+    assert counted["features"] == len(valid_f) + 1 + 2 - late_old  # traffic, surrogate-seg, old ones on time
 
     # 4. The 4.5 MB message: one too_large dead letter with its length, hash and a bounded prefix.
     (too_large,) = [r for r in dead if r[2] == "too_large"]
