@@ -45,7 +45,7 @@ from pyflink.table import StreamTableEnvironment  # noqa: E402
 from mlvigil import clickhouse  # noqa: E402
 from mlvigil.alert_operators import AlertInput, AlertProcessor  # noqa: E402
 from mlvigil.alerting.rules import load_config as load_alerting_config  # noqa: E402
-from mlvigil.catalog import CATALOG_PARAM, compile_catalog, encode_catalog  # noqa: E402
+from mlvigil.catalog import CATALOG_PARAM, catalog_key, compile_catalog, encode_catalog  # noqa: E402
 from mlvigil.config import Config, load_config  # noqa: E402
 from mlvigil.health import PROMETHEUS_FACTORY, monitor_stream, reporter_on_local_classpath  # noqa: E402
 from mlvigil.jars import job_jars  # noqa: E402
@@ -131,9 +131,18 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
     conf.set_string("execution.checkpointing.interval", f"{cfg.checkpoint_interval_ms} ms")
     conf.set_string("execution.checkpointing.dir", Path(cfg.checkpoint_dir).as_uri())
     conf.set_string("state.backend.type", "hashmap")
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
-    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    if cfg.restart_attempts > 0:
+        # Backs off 1 s, 2 s, 4 s ... up to 1 min between restarts; after 10 healthy minutes the
+        # count starts again, so rare faults over a long run never use the attempts up.
+        conf.set_string("restart-strategy.type", "exponential-delay")
+        conf.set_string("restart-strategy.exponential-delay.attempts-before-reset-backoff", str(cfg.restart_attempts))
+        conf.set_string("restart-strategy.exponential-delay.initial-backoff", "1 s")
+        conf.set_string("restart-strategy.exponential-delay.backoff-multiplier", "2.0")
+        conf.set_string("restart-strategy.exponential-delay.max-backoff", "1 min")
+        conf.set_string("restart-strategy.exponential-delay.reset-backoff-threshold", "10 min")
+        conf.set_string("restart-strategy.exponential-delay.jitter-factor", "0.1")
+    else:
+        conf.set_string("restart-strategy.type", "none")  # restart_attempts: 0 = fail at the first fault
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     if cfg.state_backend == "rocksdb":
         conf.set_string("state.backend.type", "rocksdb")
@@ -169,12 +178,11 @@ def build(
     """The job graph. Sources are Kafka topics, or JSON-lines files when source_files is given
     (the labels stream only when a labels file is given). restore: a checkpoint to resume from."""
     catalog = compile_catalog(cfg)
+    encoded_catalog = encode_catalog(catalog)
     quality = cfg.quality_enabled and (source_files is None or LABELS in source_files)
     if quality != cfg.quality_enabled:
         cfg = dataclasses.replace(cfg, quality_enabled=quality)
-    env = StreamExecutionEnvironment.get_execution_environment(
-        flink_configuration(cfg, encode_catalog(catalog), restore)
-    )
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(cfg, encoded_catalog, restore))
     # add_jars appends to pipeline.jars, where `flink run` has put flink-python already.
     env.add_jars(*(p.as_uri() for p in job_jars()))
     t_env = StreamTableEnvironment.create(env)
@@ -183,8 +191,7 @@ def build(
         common = dict(
             stream=stream,
             out_of_orderness=sql_interval(cfg.out_of_orderness_ms),
-            min_event_ms=catalog["min_event_ms"],
-            max_future_ms=catalog["max_future_ms"],
+            catalog_key=catalog_key(encoded_catalog),
         )
         if source_files is not None:
             statements += sql_statements("020_source_file.sql", path=Path(source_files[stream]).resolve(), **common)
@@ -222,8 +229,11 @@ def build(
         outputs = t_env.to_changelog_stream(t_env.from_path("job_outputs_final"))
     else:
         outputs = t_env.to_data_stream(t_env.from_path("job_outputs"))
-    dead = outputs.filter(lambda r: r["kind"] == "dead_letter").map(dead_letter_json, output_type=Types.STRING())
-    dead.sink_to(
+    max_dead_letter_bytes = cfg.max_dead_letter_bytes
+    dead = outputs.filter(lambda r: r["kind"] == "dead_letter").map(
+        lambda r: dead_letter_json(r, max_dead_letter_bytes), output_type=Types.STRING()
+    )
+    dead_letter_sink = (
         KafkaSink.builder()
         .set_bootstrap_servers(cfg.bootstrap_servers)
         .set_record_serializer(
@@ -233,9 +243,14 @@ def build(
             .build()
         )
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-        .set_property("max.request.size", "10485760")
-        .build()
-    ).name("dead-letter topic")
+        # Every dead letter is at most limits.max_dead_letter_bytes (dead_letter_json), below this.
+        .set_property("max.request.size", str(max(10_485_760, 2 * max_dead_letter_bytes)))
+    )
+    # The same client properties as the sources (SASL/TLS: without them the producer cannot
+    # authenticate on a secured cluster); secrets stay ${env:VAR} references (config.py).
+    for key, value in cfg.kafka_properties.items():
+        dead_letter_sink = dead_letter_sink.set_property(key, value)
+    dead.sink_to(dead_letter_sink.build()).name("dead-letter topic")
     finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
     alerting = alerting_config(cfg)
     if alerting is not None:

@@ -150,6 +150,16 @@ class Config:
     prometheus_port: str | None = None
     """metrics.prometheus_port: Flink's Prometheus reporter on this port or range ("9249-9260");
     None (the default): no reporter."""
+    # --- input limits (limits.*): what the decoder refuses, and how large a dead letter may be ---
+    max_message_bytes: int = 1 << 20
+    """limits.max_message_bytes: larger messages are not parsed (dead letter too_large)."""
+    max_features: int = 1000
+    """limits.max_features: more entries in an event's features object: dead letter too_many_features."""
+    max_dead_letter_bytes: int = 1_000_000
+    """limits.max_dead_letter_bytes: a dead letter on the Kafka topic is at most this long (a stock
+    broker's message.max.bytes is about 1 MB); a longer one keeps a prefix of its payload."""
+    backfill: bool = False
+    """limits.backfill: accept events older than the minute tables' retention (no too_old)."""
 
 
 DEFAULT_TOPICS = {
@@ -253,6 +263,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         state_backend=backend,
         flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
         prometheus_port=prometheus_port((raw.get("metrics") or {}).get("prometheus_port")),
+        **_input_limits(limits),
     )
 
 
@@ -271,3 +282,24 @@ def prometheus_port(value: Any) -> str | None:
     if not 1 <= low <= high <= 65535:
         raise ValueError(f"metrics.prometheus_port {value!r}: ports must be 1-65535, low to high")
     return f"{low}-{high}" if high != low else str(low)
+
+
+# --- input limits (limits.*) --------------------------------------------------------------------
+def _input_limits(limits: dict) -> dict:
+    """The limits.* keys that bound what one message can cost the job (see configs/example.yaml)."""
+    out = {
+        "max_message_bytes": int(limits.get("max_message_bytes", 1 << 20)),
+        "max_features": int(limits.get("max_features", 1000)),
+        "max_dead_letter_bytes": int(limits.get("max_dead_letter_bytes", 1_000_000)),
+        "backfill": limits.get("backfill", False),
+    }
+    if isinstance(out["backfill"], str):  # e.g. from ${ENV}
+        out["backfill"] = {"true": True, "false": False}.get(out["backfill"].strip().lower(), out["backfill"])
+    if not isinstance(out["backfill"], bool):
+        raise ValueError(f"limits.backfill must be true or false, not {out['backfill']!r}")
+    for key in ("max_message_bytes", "max_features"):
+        if out[key] < 1:
+            raise ValueError(f"limits.{key} must be at least 1, not {out[key]}")
+    if out["max_dead_letter_bytes"] < 65_536:  # room for the other fields, escaped (see dead_letter_json)
+        raise ValueError(f"limits.max_dead_letter_bytes must be at least 65536, not {out['max_dead_letter_bytes']}")
+    return out

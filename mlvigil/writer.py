@@ -4,6 +4,7 @@ These classes are Flink functions (the only Flink glue in the package besides jo
 they call lives in mlvigil.finalize and mlvigil.stattests.
 """
 
+import hashlib
 import logging
 import threading
 import weakref
@@ -18,6 +19,7 @@ from pyflink.datastream.state import ListStateDescriptor
 
 from mlvigil import clickhouse
 from mlvigil.alert_operators import ALERT_COLUMNS
+from mlvigil.catalog import DEAD_LETTER_PREFIX_BYTES
 from mlvigil.finalize import (
     DEAD_LETTER_COLUMNS,
     FEATURE_COLUMNS,
@@ -85,23 +87,35 @@ class FinishRows(FlatMapFunction):
             )
 
 
-def dead_letter_json(r) -> str:
-    """A dead letter as the JSON message of the dead-letter topic."""
-    return orjson.dumps(
-        {
-            "stream": r["dl_stream"],
-            "kind": r["dl_kind"],
-            "reason_code": r["reason_code"],
-            "reason": r["reason"],
-            "topic": r["topic"],
-            "partition": r["kafka_partition"],
-            "offset": r["kafka_offset"],
-            "kafka_time": None if r["kafka_time"] is None else _utc(r["kafka_time"]).isoformat(),
-            "event_ms": r["event_ms"],
-            "model_id": r["model_id"],
-            "payload": bytes(r["payload"] or b"").decode("utf-8", errors="replace"),
-        }
-    ).decode()
+def dead_letter_json(r, max_bytes: int = 1_000_000) -> str:
+    """A dead letter as the JSON message of the dead-letter topic, at most max_bytes long (UTF-8):
+    a longer one keeps the first DEAD_LETTER_PREFIX_BYTES of its payload, with the payload's
+    length and sha256 (payload_truncated), so no dead letter can exceed the broker's limit."""
+    payload = bytes(r["payload"] or b"")
+    doc = {
+        "stream": r["dl_stream"],
+        "kind": r["dl_kind"],
+        "reason_code": r["reason_code"],
+        "reason": (r["reason"] or "")[:DEAD_LETTER_PREFIX_BYTES],
+        "topic": r["topic"],
+        "partition": r["kafka_partition"],
+        "offset": r["kafka_offset"],
+        "kafka_time": None if r["kafka_time"] is None else _utc(r["kafka_time"]).isoformat(),
+        "event_ms": r["event_ms"],
+        "model_id": None if r["model_id"] is None else r["model_id"][:DEAD_LETTER_PREFIX_BYTES],
+        "payload": payload.decode("utf-8", errors="replace"),
+    }
+    out = orjson.dumps(doc)
+    keep = DEAD_LETTER_PREFIX_BYTES
+    while len(out) > max_bytes and keep > 0:
+        # Escaping can make a payload up to 6x longer (\u0000): cut the bytes until it fits.
+        doc["payload"] = payload[:keep].decode("utf-8", errors="replace")
+        doc["payload_truncated"] = True
+        doc["payload_length"] = len(payload)
+        doc["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+        out = orjson.dumps(doc)
+        keep //= 2
+    return out.decode()
 
 
 COLUMNS = {

@@ -58,7 +58,10 @@ PARTITION BY toYYYYMM(window_start)
 ORDER BY (model_id, model_version, window_start)
 TTL toDateTime(window_start) + INTERVAL 90 DAY;
 
--- Valid, on-time events counted into windows, per stream.
+-- Valid, on-time events counted into windows, per stream: the accounting of what the job read.
+-- Kept 90 days after it was written (computed_at), not after window_start: a backfill's windows
+-- (limits.backfill) are still counted, although the minute tables' TTL drops their metrics at
+-- insert (the hourly and daily rollups keep them).
 CREATE TABLE IF NOT EXISTS {db}.window_events
 (
     window_start     DateTime64(3, 'UTC'),
@@ -71,10 +74,13 @@ CREATE TABLE IF NOT EXISTS {db}.window_events
 )
 ENGINE = ReplacingMergeTree(computed_at)
 ORDER BY (stream, model_id, model_version, window_start)
-TTL toDateTime(window_start) + INTERVAL 90 DAY;
+TTL toDateTime(computed_at) + INTERVAL 90 DAY;
 
 -- Every event that did not make it into a window: invalid (kind 'invalid', reason_code says
--- why) or behind the watermark (kind 'late'). The raw payload is kept for replay.
+-- why) or behind the watermark (kind 'late'). The raw payload is kept for replay (of a too_large
+-- message, its first bytes). Kept 30 days after it was written (received_at): a message with an
+-- old Kafka timestamp (a backfill, a replay) keeps its dead letter too. Partitioned by kafka_ts,
+-- which a replay does not change, so the replay replaces its row.
 CREATE TABLE IF NOT EXISTS {db}.dead_letters
 (
     stream           LowCardinality(String),
@@ -93,7 +99,7 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters
 ENGINE = ReplacingMergeTree(received_at)
 PARTITION BY toYYYYMM(kafka_ts)
 ORDER BY (topic, partition, offset)
-TTL toDateTime(kafka_ts) + INTERVAL 30 DAY;
+TTL toDateTime(received_at) + INTERVAL 30 DAY;
 
 CREATE VIEW IF NOT EXISTS {db}.dead_letters_per_minute AS
 SELECT toStartOfMinute(kafka_ts) AS minute, stream, kind, reason_code, count() AS events

@@ -10,8 +10,10 @@ import java.util.HashMap;
 import java.util.Map;
 
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParseException;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadFeature;
 
 /**
  * Validates one JSON event (feature, prediction or label) and pulls out its fields in a single
@@ -20,10 +22,24 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  * schemas/README.md.
  */
 public final class EventDecoder {
+    /**
+     * Larger magnitudes are absurd values: window statistics square them (Welford's M2, squared
+     * errors), and a finite 1e300 would overflow to infinity there, which the finishing step
+     * cannot turn into metrics. Found by the fuzz run (tests/integration/test_bad_input.py).
+     */
+    public static final double MAX_ABS_VALUE = 1e100;
+
     /** Marks a feature value that is JSON but neither number, string, boolean nor null. */
     static final Object NESTED = new Object();
 
-    private static final JsonFactory JSON = new JsonFactory();
+    /**
+     * Duplicate keys anywhere in an event are an error: Jackson would keep the last value, so an
+     * event with two event_time keys would be read one way here and another way by any other
+     * consumer (and once slipped a far-future time past the watermark).
+     */
+    private static final JsonFactory JSON = JsonFactory.builder()
+            .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
+            .build();
 
     /** The decoded event, or the reason it is invalid. Reused per call: not thread-safe. */
     public static final class Event {
@@ -100,40 +116,6 @@ public final class EventDecoder {
 
     private final Event event = new Event();
 
-    /** Reads only as far as event_time; returns epoch ms or null. For the watermark column. */
-    public static Long eventTimeOnly(byte[] payload, long minMs, long maxMs) {
-        if (payload == null) {
-            return null;
-        }
-        try (JsonParser p = JSON.createParser(payload)) {
-            if (p.nextToken() != JsonToken.START_OBJECT) {
-                return null;
-            }
-            while (p.nextToken() == JsonToken.FIELD_NAME) {
-                String name = p.getCurrentName();
-                JsonToken t = p.nextToken();
-                if ("event_time".equals(name)) {
-                    Long ms = timeValue(p, t);
-                    return ms != null && ms >= minMs && ms <= maxMs ? ms : null;
-                }
-                p.skipChildren();
-            }
-        } catch (IOException | RuntimeException e) {
-            return null;
-        }
-        return null;
-    }
-
-    private static Long timeValue(JsonParser p, JsonToken t) throws IOException {
-        if (t == JsonToken.VALUE_NUMBER_INT) {
-            return p.getLongValue();
-        }
-        if (t == JsonToken.VALUE_STRING) {
-            return parseIso(p.getText());
-        }
-        return null;
-    }
-
     /** ISO-8601 with an offset or Z; without one, UTC is assumed. Null when unparseable. */
     static Long parseIso(String s) {
         try {
@@ -143,19 +125,30 @@ public final class EventDecoder {
                 return LocalDateTime.parse(s).toInstant(ZoneOffset.UTC).toEpochMilli();
             } catch (DateTimeParseException e2) {
                 return null;
+            } catch (ArithmeticException e2) {
+                return Long.MAX_VALUE; // a valid date so far out that its epoch ms overflow: absurd
             }
+        } catch (ArithmeticException e) {
+            return Long.MAX_VALUE;
         }
     }
 
     /**
-     * Decodes and validates. kafkaTs bounds the future: an event may not claim to happen later
-     * than maxFutureMs after the broker received it.
+     * Decodes and validates. nowMs is the processing time of the verdict: it bounds the future
+     * (with kafkaTs, the broker's receive time, when there is one) and the past (the minute
+     * tables' retention, see MonitorCatalog.maxEventAgeMs).
      */
-    public Event decode(byte[] payload, Stream stream, Instant kafkaTs, MonitorCatalog catalog) {
+    public Event decode(byte[] payload, Stream stream, Instant kafkaTs, long nowMs, MonitorCatalog catalog) {
         Event e = event;
         e.reset();
         if (payload == null) {
             e.fail("malformed_json", "empty message (null value)");
+            return e;
+        }
+        if (payload.length > catalog.maxMessageBytes) {
+            // Not parsed at all: its dead letter keeps a prefix, the length and a hash instead.
+            e.fail("too_large", "message of " + payload.length + " bytes is larger than limits.max_message_bytes ("
+                    + catalog.maxMessageBytes + ")");
             return e;
         }
         try (JsonParser p = JSON.createParser(payload)) {
@@ -163,19 +156,29 @@ public final class EventDecoder {
                 e.fail("not_an_object", "the event is not a JSON object");
                 return e;
             }
-            readObject(p, e, stream);
+            readObject(p, e, stream, catalog.maxFeatures);
             if (p.nextToken() != null) {
                 e.fail("malformed_json", "trailing content after the JSON object");
             }
+        } catch (JsonParseException ex) {
+            e.reasonCode = null;
+            String msg = firstLine(ex.getOriginalMessage());
+            // Jackson's duplicate detection: "Duplicate field 'x'" (the wording varies by version).
+            if (msg.startsWith("Duplicate")) {
+                e.fail("duplicate_key", "a key appears twice in one object: " + clip(msg, 300));
+            } else {
+                e.fail("malformed_json", "malformed JSON: " + clip(msg, 300));
+            }
+            return e;
         } catch (IOException | RuntimeException ex) {
             e.reasonCode = null;
-            e.fail("malformed_json", "malformed JSON: " + firstLine(ex.getMessage()));
+            e.fail("malformed_json", "malformed JSON: " + clip(firstLine(ex.getMessage()), 300));
             return e;
         }
         if (!e.ok()) {
             return e;
         }
-        checkRequired(e, stream, kafkaTs, catalog);
+        checkRequired(e, stream, kafkaTs, nowMs, catalog);
         return e;
     }
 
@@ -187,7 +190,7 @@ public final class EventDecoder {
         return nl < 0 ? s : s.substring(0, nl);
     }
 
-    private void readObject(JsonParser p, Event e, Stream stream) throws IOException {
+    private void readObject(JsonParser p, Event e, Stream stream, int maxFeatures) throws IOException {
         while (p.nextToken() == JsonToken.FIELD_NAME) {
             String name = p.getCurrentName();
             JsonToken t = p.nextToken();
@@ -202,7 +205,9 @@ public final class EventDecoder {
                     e.modelVersion = idText(p, t, e, name);
                     break;
                 case "event_time":
-                    if (t == JsonToken.VALUE_NUMBER_INT) {
+                    if (t == JsonToken.VALUE_NUMBER_INT && p.getNumberType() == JsonParser.NumberType.BIG_INTEGER) {
+                        e.fail("absurd_timestamp", "event_time " + clip(p.getText()) + " is outside the accepted range");
+                    } else if (t == JsonToken.VALUE_NUMBER_INT) {
                         e.eventMs = p.getLongValue();
                     } else if (t == JsonToken.VALUE_STRING) {
                         Long ms = parseIso(p.getText());
@@ -263,7 +268,7 @@ public final class EventDecoder {
                     break;
                 default:
                     if (name.equals(stream.valuesField)) {
-                        readValues(p, t, e, name);
+                        readValues(p, t, e, name, maxFeatures);
                     } else {
                         p.skipChildren();
                     }
@@ -272,7 +277,12 @@ public final class EventDecoder {
     }
 
     private static String clip(String s) {
-        return s.length() > 64 ? s.substring(0, 64) + "..." : s;
+        return clip(s, 64);
+    }
+
+    /** Reasons quote the input: bounded, so a dead letter's size depends on the limits only. */
+    private static String clip(String s, int max) {
+        return s.length() > max ? s.substring(0, max) + "..." : s;
     }
 
     private static String idText(JsonParser p, JsonToken t, Event e, String name) throws IOException {
@@ -296,8 +306,8 @@ public final class EventDecoder {
     private static Double number(JsonParser p, JsonToken t, Event e, String name) throws IOException {
         if (t == JsonToken.VALUE_NUMBER_INT || t == JsonToken.VALUE_NUMBER_FLOAT) {
             double v = p.getDoubleValue();
-            if (!Double.isFinite(v)) {
-                e.fail("absurd_value", name + " is not a finite number");
+            if (!(Math.abs(v) <= MAX_ABS_VALUE)) {
+                e.fail("absurd_value", name + " is not a finite number of magnitude at most 1e100");
             }
             return v + 0.0;
         }
@@ -344,7 +354,8 @@ public final class EventDecoder {
         }
     }
 
-    private static void readValues(JsonParser p, JsonToken t, Event e, String name) throws IOException {
+    private static void readValues(JsonParser p, JsonToken t, Event e, String name, int maxFeatures)
+            throws IOException {
         if (t == JsonToken.VALUE_NULL) {
             return;
         }
@@ -354,9 +365,16 @@ public final class EventDecoder {
             return;
         }
         e.sawValues = true;
+        int count = 0;
         while (p.nextToken() == JsonToken.FIELD_NAME) {
             String key = p.getCurrentName();
             JsonToken vt = p.nextToken();
+            if (++count > maxFeatures) {
+                // Read on (a later syntax error or duplicate key still wins) but keep nothing more.
+                e.fail("too_many_features", name + " has more than limits.max_features (" + maxFeatures + ") entries");
+                p.skipChildren();
+                continue;
+            }
             switch (vt) {
                 case VALUE_NUMBER_INT:
                 case VALUE_NUMBER_FLOAT:
@@ -453,7 +471,7 @@ public final class EventDecoder {
         }
     }
 
-    private static void checkRequired(Event e, Stream stream, Instant kafkaTs, MonitorCatalog c) {
+    private static void checkRequired(Event e, Stream stream, Instant kafkaTs, long nowMs, MonitorCatalog c) {
         if (e.requestId == null) {
             e.fail("missing_field", "request_id is missing");
         } else if (e.modelId == null) {
@@ -470,9 +488,15 @@ public final class EventDecoder {
         if (!e.ok()) {
             return;
         }
-        long maxMs = kafkaTs == null ? Long.MAX_VALUE : kafkaTs.toEpochMilli() + c.maxFutureMs;
-        if (e.eventMs < c.minEventMs || e.eventMs > maxMs) {
-            e.fail("absurd_timestamp", "event_time " + e.eventMs + " is outside the accepted range");
+        if (e.eventMs < c.minEventMs || e.eventMs > maxEventMs(kafkaTs, nowMs, c)) {
+            e.fail("absurd_timestamp", "event_time " + e.eventMs + " is before 2000 or more than limits.max_future ("
+                    + c.maxFutureMs + " ms) after the processing time or the Kafka timestamp");
+            return;
+        }
+        if (c.maxEventAgeMs > 0 && e.eventMs < nowMs - c.maxEventAgeMs) {
+            e.fail("too_old", "event_time " + e.eventMs + " is more than " + c.maxEventAgeMs + " ms before the"
+                    + " processing time: the minute tables' retention would delete its window at insert"
+                    + " (limits.backfill keeps such events)");
             return;
         }
         if (e.latencyMs != null && (e.latencyMs < 0 || e.latencyMs > c.maxLatencyMs)) {
@@ -501,8 +525,12 @@ public final class EventDecoder {
         }
     }
 
-    /** Event time bounds for the watermark column: [minEventMs, kafkaTs + maxFutureMs]. */
-    public static long maxEventMs(Instant kafkaTs, MonitorCatalog c) {
-        return kafkaTs == null ? Long.MAX_VALUE : kafkaTs.toEpochMilli() + c.maxFutureMs;
+    /**
+     * The latest accepted event time: maxFutureMs after the processing time, and after the
+     * broker's timestamp when there is one (a producer may set that timestamp ahead too).
+     */
+    static long maxEventMs(Instant kafkaTs, long nowMs, MonitorCatalog c) {
+        long bound = nowMs + c.maxFutureMs;
+        return kafkaTs == null ? bound : Math.min(bound, kafkaTs.toEpochMilli() + c.maxFutureMs);
     }
 }

@@ -1,37 +1,48 @@
 package io.mlvigil.udf;
 
 import java.time.Instant;
-import java.util.Arrays;
 
 import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ScalarFunction;
+import org.apache.flink.types.Row;
 
 /**
- * mlv_event_time(payload, kafka_ts, min_ms, max_future_ms): the event time for the source's
- * watermark column, in epoch ms. Unreadable or absurd times (before min_ms, or more than
- * max_future_ms after the broker's timestamp) give 0, which can never advance the watermark;
- * such events are dead-lettered downstream by mlv_parse, which applies the same bounds. The
- * bounds are arguments because a watermark expression cannot read job parameters.
+ * mlv_event_time(payload, stream, kafka_ts, catalog_key): the source's rowtime (and watermark)
+ * column, in epoch ms: the event time of a valid event, exactly as mlv_parse validates it
+ * (known model and version, valid fields, within the time bounds), else 0. So only valid events
+ * move the watermark: the epoch can never advance it, and keeps a non-null rowtime for the
+ * invalid rows, which go to the dead letters, never to a window.
+ *
+ * The verdict is the one mlv_parse gives the same record (ParseEventFunction.Parser, per
+ * thread). The watermark generator gets no job parameters, so the catalog is named by key;
+ * the source projection's instance, opened before the source, publishes it.
  */
 public class EventTimeFunction extends ScalarFunction {
-    // The watermark generator and the source's projection each evaluate the column for the same
-    // record in the same thread; remembering the last answer saves the second read.
-    // They are two instances of this class, so the memory is per thread, not per instance.
-    private static final ThreadLocal<long[]> LAST_BOUNDS_AND_RESULT = ThreadLocal.withInitial(() -> new long[3]);
-    private static final ThreadLocal<byte[][]> LAST_PAYLOAD = ThreadLocal.withInitial(() -> new byte[1][]);
+    private transient MonitorCatalog catalog;
 
-    public long eval(byte[] payload, @DataTypeHint("TIMESTAMP_LTZ(3)") Instant kafkaTs, long minMs, long maxFutureMs) {
-        long maxMs = kafkaTs == null ? Long.MAX_VALUE : kafkaTs.toEpochMilli() + maxFutureMs;
-        long[] last = LAST_BOUNDS_AND_RESULT.get();
-        byte[][] lastPayload = LAST_PAYLOAD.get();
-        if (lastPayload[0] != null && last[0] == minMs && last[1] == maxMs && Arrays.equals(payload, lastPayload[0])) {
-            return last[2];
+    @Override
+    public void open(FunctionContext context) {
+        String encoded;
+        try {
+            encoded = context.getJobParameter(MonitorCatalog.PARAM, null);
+        } catch (RuntimeException e) {
+            // Flink 2.3 in a watermark generator: "Calls to FunctionContext.getJobParameter are
+            // not available at the current location". The catalog is looked up by key instead.
+            encoded = null;
         }
-        Long ms = EventDecoder.eventTimeOnly(payload, minMs, maxMs);
-        lastPayload[0] = payload;
-        last[0] = minMs;
-        last[1] = maxMs;
-        last[2] = ms == null ? 0L : ms;
-        return last[2];
+        if (encoded != null) {
+            catalog = MonitorCatalog.fromEncoded(encoded);
+        }
+    }
+
+    public long eval(byte[] payload, String stream, @DataTypeHint("TIMESTAMP_LTZ(3)") Instant kafkaTs,
+            String catalogKey) {
+        if (catalog == null) {
+            catalog = MonitorCatalog.byKey(catalogKey);
+        }
+        Row row = ParseEventFunction.Parser.forThread().parse(payload, stream, kafkaTs, catalog);
+        return Boolean.TRUE.equals(row.getField(ParseEventFunction.OK))
+                ? (Long) row.getField(ParseEventFunction.EVENT_MS) : 0L;
     }
 }

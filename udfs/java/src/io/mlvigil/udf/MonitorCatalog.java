@@ -4,6 +4,8 @@ import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Base64;
@@ -142,8 +144,21 @@ public final class MonitorCatalog {
     public final long maxFutureMs;
     public final double maxLatencyMs;
     public final int maxSegmentValues;
+    /** Larger messages are not parsed: dead letter too_large with a prefix, length and sha256. */
+    public final int maxMessageBytes;
+    /** More entries in an event's features object: dead letter too_many_features. */
+    public final int maxFeatures;
+    /**
+     * Events older than this (against processing time) are dead letters too_old: the minute
+     * tables' TTL would delete their windows at insert. 0 = no bound (limits.backfill).
+     */
+    public final long maxEventAgeMs;
+    /** Bytes of a too_large message kept in its dead letter. */
+    public final int deadLetterPrefixBytes;
 
     private static final Map<String, MonitorCatalog> CACHE = new ConcurrentHashMap<>();
+    /** Catalogs by key (see key()), for functions that get no job parameters (watermarks). */
+    private static final Map<String, MonitorCatalog> BY_KEY = new ConcurrentHashMap<>();
 
     private MonitorCatalog(JsonNode root) {
         windowMs = root.path("window_ms").asLong(60_000L);
@@ -151,6 +166,10 @@ public final class MonitorCatalog {
         maxFutureMs = root.path("max_future_ms").asLong(86_400_000L);
         maxLatencyMs = root.path("max_latency_ms").asDouble(3_600_000.0);
         maxSegmentValues = root.path("max_segment_values").asInt(100);
+        maxMessageBytes = root.path("max_message_bytes").asInt(1 << 20);
+        maxFeatures = root.path("max_features").asInt(1000);
+        maxEventAgeMs = root.path("max_event_age_ms").asLong(0L);
+        deadLetterPrefixBytes = root.path("dead_letter_prefix_bytes").asInt(4096);
         JsonNode ps = root.get("profiles");
         for (int i = 0; i < ps.size(); i++) {
             profiles.add(new Profile(i, ps.get(i)));
@@ -189,8 +208,43 @@ public final class MonitorCatalog {
         return fromEncoded(encoded);
     }
 
+    /** The job's catalog; also published under its key for the watermark generator. */
     public static MonitorCatalog fromEncoded(String encoded) {
-        return CACHE.computeIfAbsent(encoded, MonitorCatalog::decode);
+        MonitorCatalog c = CACHE.computeIfAbsent(encoded, MonitorCatalog::decode);
+        BY_KEY.putIfAbsent(key(encoded), c);
+        return c;
+    }
+
+    /**
+     * The catalog published under key by a function that could read the job parameter. A
+     * watermark expression runs with a FunctionContext without job parameters (Flink's
+     * WatermarkGeneratorCodeGeneratorFunctionContextWrapper), so it names the catalog by key.
+     * The chain's other operators, which open before the source, have published it by then.
+     */
+    public static MonitorCatalog byKey(String key) {
+        MonitorCatalog c = BY_KEY.get(key);
+        if (c == null) {
+            throw new IllegalStateException("no mlvigil catalog with key " + key + " in this JVM yet");
+        }
+        return c;
+    }
+
+    /** First 16 hex digits of the sha256 of the encoded catalog (mlvigil.catalog.catalog_key). */
+    public static String key(String encoded) {
+        return sha256Hex(encoded.getBytes(StandardCharsets.US_ASCII)).substring(0, 16);
+    }
+
+    public static String sha256Hex(byte[] bytes) {
+        try {
+            byte[] d = MessageDigest.getInstance("SHA-256").digest(bytes);
+            StringBuilder sb = new StringBuilder(64);
+            for (byte b : d) {
+                sb.append(Character.forDigit((b >> 4) & 0xf, 16)).append(Character.forDigit(b & 0xf, 16));
+            }
+            return sb.toString();
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e); // every JVM has SHA-256
+        }
     }
 
     private static MonitorCatalog decode(String encoded) {
