@@ -241,7 +241,9 @@ def build(
     (
         finished.key_by(lambda _: 0, key_type=Types.INT())
         .process(
-            ClickHouseWriter(cfg.clickhouse_url, cfg.clickhouse_database, cfg.flush_interval_ms),
+            ClickHouseWriter(
+                cfg.clickhouse_url, cfg.clickhouse_database, cfg.flush_interval_ms, cfg.clickhouse_give_up_after_ms
+            ),
             output_type=Types.LONG(),
         )
         .name("clickhouse writer")

@@ -108,6 +108,9 @@ class Config:
     state_backend: str = "hashmap"
     flink_conf: dict[str, str] = field(default_factory=dict)
     """flink.conf: any Flink configuration option, applied last (e.g. rest.port, taskmanager memory)."""
+    clickhouse_give_up_after_ms: int | None = None
+    """clickhouse.give_up_after: how long the writer waits for an unavailable store before it fails
+    the job; unset (the default): it waits as long as the outage lasts (backpressure, loud logs)."""
 
 
 DEFAULT_TOPICS = {
@@ -199,4 +202,5 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         label_state_ttl_ms=duration_ms(labels.get("state_ttl", lateness_ms / 1000 + 3600)),
         state_backend=backend,
         flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
+        clickhouse_give_up_after_ms=None if ch.get("give_up_after") is None else duration_ms(ch["give_up_after"]),
     )
