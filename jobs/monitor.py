@@ -130,6 +130,10 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
     conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    # While the store is unavailable the writer waits (backpressure) and a checkpoint cannot pass
+    # it; it expires after execution.checkpointing.timeout (10 min). Flink's default (0 tolerated)
+    # would then fail the job, so a long store outage or a full checkpoint disk must not count.
+    conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(2**31 - 1))
     if cfg.state_backend == "rocksdb":
         conf.set_string("state.backend.type", "rocksdb")
         conf.set_string("execution.checkpointing.incremental", "true")

@@ -26,6 +26,8 @@ import logging
 import os
 import random
 import re
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +49,10 @@ _EMBEDDED_LOCK = threading.RLock()
 
 # chDB reports "Cannot lock file <dir>/status. Another server instance in same directory is
 # already running" only on stderr; the exception says "Error initializing EmbeddedServer".
-_LOCKED_MARKERS = ("Error initializing EmbeddedServer", "Cannot lock file", "Another server instance")
+_LOCKED_MARKERS = ("Cannot lock file", "Another server instance")
+_OPEN_FAILED_MARKER = "Error initializing EmbeddedServer"  # the lock, or another cause (then on stderr)
+# Contention that is normal for a moment (a CLI reader holds the directory): quiet for quiet_lock_s.
+_CONTENTION = ("store locked by another process", "embedded store could not open")
 _DISK_FULL_MARKERS = ("NOT_ENOUGH_SPACE", "No space left on device", "errno: 28,", "ENOSPC")
 # ClickHouse error codes that a later attempt can get past (ErrorCodes.cpp). Any other code
 # (SYNTAX_ERROR 62, UNKNOWN_TABLE 60, NO_SUCH_COLUMN_IN_TABLE 16, TYPE_MISMATCH 53,
@@ -132,6 +137,8 @@ def retry_reason(exc: BaseException) -> str | None:
         text = str(e)
         if any(m in text for m in _LOCKED_MARKERS):
             return "store locked by another process"
+        if _OPEN_FAILED_MARKER in text:
+            return "embedded store could not open"
         if any(m in text for m in _DISK_FULL_MARKERS):
             return "disk full"
         if isinstance(e, OSError) and e.errno in _ERRNO_REASONS:
@@ -199,11 +206,48 @@ def redact(url: str) -> str:
     return url
 
 
+class EmbeddedOpenError(Exception):
+    """chDB could not open its directory; the message adds what chDB wrote to stderr about it."""
+
+
+@contextmanager
+def _stderr_lines_of_chdb(into: list[str]):
+    """chDB writes why an open failed ("Cannot lock file ...") only to file descriptor 2, once per
+    attempt. For the open, fd 2 goes to a temporary file: chDB's DB::Exception lines are kept
+    for our (rate-limited) message, anything else written meanwhile is passed on to stderr."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            other = []
+            for line in tmp.read().decode(errors="replace").splitlines(keepends=True):
+                (into if "DB::Exception" in line else other).append(line.strip() if "DB::Exception" in line else line)
+            if other:
+                os.write(2, "".join(other).encode())
+
+
 def _open(url: str) -> Any:
     if is_embedded(url):
         path = url[len("chdb://") :]
         Path(path).mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        said: list[str] = []
+        try:
+            with _stderr_lines_of_chdb(said):
+                return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        except Exception as e:
+            if said:
+                raise EmbeddedOpenError(f"{e} (chDB: {' '.join(said)})") from e
+            raise
     u = urlparse(url)
     return clickhouse_connect.get_client(
         host=u.hostname or "localhost",
@@ -261,7 +305,7 @@ class _Outage:
             self.health.last_reason = reason
         waited = now - self.start
         if self.logged_at is None:
-            if reason.startswith("store locked") and waited < self.policy.quiet_lock_s:
+            if reason in _CONTENTION and waited < self.policy.quiet_lock_s:
                 return
             self.logged_at = now
             with _HEALTH_LOCK:

@@ -66,15 +66,23 @@ def store(tmp_path) -> str:
     return url
 
 
-def test_a_held_directory_is_retryable(store, tmp_path):
+def test_a_held_directory_is_retryable(store, tmp_path, capfd):
     holder = _hold(tmp_path / "ch", 30)
     try:
-        e = _error(lambda: clickhouse_connect.get_client(dsn=store))
+        raw = _error(lambda: clickhouse_connect.get_client(dsn=store))
+        said = capfd.readouterr().err
+        ours = _error(lambda: clickhouse._open(store))
+        said_then = capfd.readouterr().err
     finally:
         holder.kill()
         holder.wait()
-    assert "Error initializing EmbeddedServer" in str(e)  # what chDB says (the real cause is on stderr)
-    assert clickhouse.retry_reason(e) == "store locked by another process"
+    # What chDB says: a generic error, the real cause only on stderr...
+    assert "Error initializing EmbeddedServer" in str(raw) and "Cannot lock file" not in str(raw)
+    assert "Cannot lock file" in said
+    assert clickhouse.retry_reason(raw) == "embedded store could not open"
+    # ...which the store's own open catches, adds to the error and keeps off stderr.
+    assert "Cannot lock file" in str(ours) and "Cannot lock file" not in said_then
+    assert clickhouse.retry_reason(ours) == "store locked by another process"
 
 
 def test_requests_that_cannot_succeed_are_not_retried(store):
