@@ -37,8 +37,13 @@ DISK_FULL_S = 60.0
 MINUTES = 11  # traffic minutes: 0-1 before the faults, 2-4 in the hold, 5-6 between, 7-8 disk full, 9-10 after
 HOLDER = textwrap.dedent(
     """
-    import sys, clickhouse_connect
-    c = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+    import sys, time, clickhouse_connect
+    while True:  # the job's writer may be holding it for a moment
+        try:
+            c = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+            break
+        except Exception:
+            time.sleep(0.05)
     print("held", flush=True)
     sys.stdin.read()  # until the test closes our stdin
     c.close()
@@ -120,9 +125,6 @@ def test_store_outages_heal_with_nothing_lost_or_doubled(broker, topics, tmp_pat
     def send(lo: int, hi: int) -> None:
         produce(broker.bootstrap, topics["features"], _messages(_by_minute(t.features, start, lo, hi)))
         produce(broker.bootstrap, topics["predictions"], _messages(_by_minute(t.predictions, start, lo, hi)))
-
-    def alive(job: JobProcess) -> None:
-        assert job.proc.poll() is None, f"the job ended (exit {job.proc.returncode}); log tail:\n{job.tail()}"
 
     def until(job: JobProcess, what: str, timeout: float, predicate) -> object:
         """wait_for(predicate), failing at once if the job ends meanwhile."""
