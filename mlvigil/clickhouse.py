@@ -128,6 +128,8 @@ def retry_reason(exc: BaseException) -> str | None:
     'connection refused', ...), or None when retrying cannot help and the caller must fail."""
     from clickhouse_connect.driver.exceptions import OperationalError
 
+    if isinstance(exc, StoreUnavailable):
+        return None  # a caller already waited as long as it was told to
     for e in _chain(exc):
         code = getattr(e, "code", None)
         if isinstance(code, int) and code:

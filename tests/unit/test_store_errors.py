@@ -249,8 +249,9 @@ def test_run_fails_fast_on_bad_requests_and_gives_up_only_when_asked(store, capl
     caplog.set_level(logging.WARNING, "mlvigil.clickhouse")
     url = f"http://127.0.0.1:{_closed_port()}"
     fast = clickhouse.RetryPolicy(max_delay_s=0.2, log_every_s=0.5)
-    with pytest.raises(clickhouse.StoreUnavailable, match="connection refused"):
+    with pytest.raises(clickhouse.StoreUnavailable, match="connection refused") as gave_up:
         clickhouse.run(url, lambda c: c.command("SELECT 1"), give_up_after_s=2, what="the test", policy=fast)
+    assert clickhouse.retry_reason(gave_up.value) is None  # an outer caller does not wait again
     assert clickhouse.health(url).retries >= 5
     lines = [r.getMessage() for r in caplog.records if r.name == "mlvigil.clickhouse"]
     assert "unavailable (connection refused" in lines[0] and "for up to 2 s" in lines[0]
