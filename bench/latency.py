@@ -108,7 +108,7 @@ def main() -> None:
                                 "SELECT DISTINCT toUnixTimestamp64Milli(window_end) FROM mlvigil.window_events"
                             ).result_rows
                         ),
-                        timeout_s=5,
+                        give_up_after_s=5,
                     )
                     now = time.time() * 1000
                     for (end,) in rows:

@@ -144,6 +144,10 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
     else:
         conf.set_string("restart-strategy.type", "none")  # restart_attempts: 0 = fail at the first fault
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    # While the store is unavailable the writer waits (backpressure) and a checkpoint cannot pass
+    # it; it expires after execution.checkpointing.timeout (10 min). Flink's default (0 tolerated)
+    # would then fail the job, so a long store outage or a full checkpoint disk must not count.
+    conf.set_string("execution.checkpointing.tolerable-failed-checkpoints", str(2**31 - 1))
     if cfg.state_backend == "rocksdb":
         conf.set_string("state.backend.type", "rocksdb")
         conf.set_string("execution.checkpointing.incremental", "true")
@@ -265,7 +269,9 @@ def build(
     (
         finished.key_by(lambda _: 0, key_type=Types.INT())
         .process(
-            ClickHouseWriter(cfg.clickhouse_url, cfg.clickhouse_database, cfg.flush_interval_ms),
+            ClickHouseWriter(
+                cfg.clickhouse_url, cfg.clickhouse_database, cfg.flush_interval_ms, cfg.clickhouse_give_up_after_ms
+            ),
             output_type=Types.LONG(),
         )
         .name("clickhouse writer")

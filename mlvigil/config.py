@@ -160,6 +160,9 @@ class Config:
     broker's message.max.bytes is about 1 MB); a longer one keeps a prefix of its payload."""
     backfill: bool = False
     """limits.backfill: accept events older than the minute tables' retention (no too_old)."""
+    clickhouse_give_up_after_ms: int | None = None
+    """clickhouse.give_up_after: how long the writer waits for an unavailable store before it fails
+    the job; unset (the default): it waits as long as the outage lasts (backpressure, loud logs)."""
 
 
 DEFAULT_TOPICS = {
@@ -264,6 +267,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
         prometheus_port=prometheus_port((raw.get("metrics") or {}).get("prometheus_port")),
         **_input_limits(limits),
+        clickhouse_give_up_after_ms=None if ch.get("give_up_after") is None else duration_ms(ch["give_up_after"]),
     )
 
 

@@ -140,12 +140,22 @@ class ClickHouseWriter(KeyedProcessFunction):
     writer also keeps, in memory, the rows it has accepted and not yet written, and
     write_leftovers() writes them when the operator closes and when the local job has finished
     (jobs/monitor.py calls it; in Flink's local mode the Python operators run in the driver).
+
+    An unavailable store (held by another process, full disk, server down): the flush waits in
+    clickhouse.run, retrying with backoff, for as long as the outage lasts (or give_up_after_ms,
+    then the job fails). While it waits the operator takes no input, which is Flink's
+    backpressure: the sources stop reading, Kafka keeps the rest, nothing piles up in memory.
+    Checkpoints wait too (their barrier queues behind the blocked input) and complete once the
+    store is back. Metrics (Flink, this operator's group): store_retries, store_outages,
+    store_unavailable_seconds, store_rows_written. Python metrics reach Flink when a bundle
+    ends, so during an outage they stand still; the log says it at once (clickhouse.py).
     """
 
-    def __init__(self, url: str, database: str, flush_interval_ms: int):
+    def __init__(self, url: str, database: str, flush_interval_ms: int, give_up_after_ms: int | None = None):
         self.url = url
         self.database = database
         self.flush_interval_ms = flush_interval_ms
+        self.give_up_after_ms = give_up_after_ms
 
     def open(self, ctx: RuntimeContext):
         self.pending = ctx.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
@@ -153,6 +163,15 @@ class ClickHouseWriter(KeyedProcessFunction):
         self.unwritten: list = []  # what this instance accepted since its last write
         self.lock = threading.Lock()
         self.written = 0
+        self._exported = clickhouse.StoreHealth()  # what the metrics below have been told so far
+        metrics = ctx.get_metrics_group()
+        self.metrics = None
+        if metrics is not None:  # None when python.metric.enabled is false
+            self.metrics = {
+                name: metrics.counter(name) for name in ("store_retries", "store_outages", "store_rows_written")
+            }
+            health = clickhouse.health(self.url)
+            metrics.gauge("store_unavailable_seconds", lambda: int(health.unavailable_s))
         _LIVE_WRITERS.add(self)
 
     def process_element(self, value, ctx):
@@ -193,15 +212,33 @@ class ClickHouseWriter(KeyedProcessFunction):
         for table, rows in batches:
             by_table[table].extend(rows)
 
-        def write(c):
-            for table, rows in by_table.items():
-                c.insert(table, rows, column_names=COLUMNS[table], database=self.database)
-
-        clickhouse.run(self.url, write)
         n = sum(len(r) for r in by_table.values())
+        left = dict(by_table)
+
+        def write(c):
+            for table in list(left):
+                c.insert(table, left[table], column_names=COLUMNS[table], database=self.database)
+                del left[table]  # written: a retry after a later table failed does not write it again
+
+        give_up = None if self.give_up_after_ms is None else self.give_up_after_ms / 1000
+        try:
+            clickhouse.run(self.url, write, give_up, what=f"the writer ({n} rows)")
+        finally:
+            self._export_metrics(n - sum(len(r) for r in left.values()))
         self.written += n
         log.info("wrote %d rows (%s)", n, ", ".join(f"{t}: {len(r)}" for t, r in sorted(by_table.items())))
         return n
+
+    def _export_metrics(self, rows: int) -> None:
+        """Adds to the Flink counters what this process's store health gained since the last call."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is None:
+            return
+        now, before = clickhouse.health(self.url), self._exported
+        metrics["store_retries"].inc(now.retries - before.retries)
+        metrics["store_outages"].inc(now.outages - before.outages)
+        metrics["store_rows_written"].inc(rows)
+        self._exported = clickhouse.StoreHealth(retries=now.retries, outages=now.outages)
 
 
 _LIVE_WRITERS: "weakref.WeakSet[ClickHouseWriter]" = weakref.WeakSet()

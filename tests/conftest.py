@@ -1,5 +1,6 @@
 """Shared fixtures: a real Kafka-protocol broker for the session, and a job runner."""
 
+import errno
 import json
 import os
 import signal
@@ -70,6 +71,35 @@ class JobProcess:
         except ProcessLookupError:
             pass
         self.proc.wait()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs, for a real full disk (mounting needs root: without it the test is skipped, visibly)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Fills the file system of `disk` to the last byte with one file (remove it to free the space)."""
+    filler = disk / f"filler-{uuid.uuid4().hex}"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (1 << 20, 4096):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+    finally:
+        os.close(fd)
+    return filler
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
