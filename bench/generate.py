@@ -7,6 +7,7 @@ features are numeric, drawn per model from fixed normal distributions, with a fe
 """
 
 import argparse
+import time
 import json
 from pathlib import Path
 
@@ -15,7 +16,10 @@ import orjson
 
 from mlvigil.profile import build_profile, save_profile
 
-START_MS = 1_790_000_000_000 // 60_000 * 60_000
+# Yesterday 00:00 UTC: dates relative to now, since ClickHouse applies the tables' 90-day TTL at
+# insert and the job dead-letters events older than the retention (too_old); a fixed start date
+# would make the benchmark silently write nothing once it is old enough.
+START_MS = (int(time.time() * 1000) // 86_400_000 - 1) * 86_400_000
 
 
 def main() -> None:

@@ -29,7 +29,18 @@ from mlvigil.stattests.psi import psi_from_counts
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DB = "mlvigil"
-T0 = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 180 minutes: two UTC days, four hours
+# Dates relative to now: ClickHouse applies the tables' TTL at insert, so fixed dates older than
+# the 90-day retention would silently write nothing. 180 minutes from T0: two UTC days, four hours.
+DAY0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=7)
+DAY1 = DAY0 + timedelta(days=1)
+T0 = DAY0.replace(hour=22, minute=30)
+LIVE_DAY = DAY0 + timedelta(days=6)  # yesterday: the concurrent writer's day
+
+
+def iso(d: datetime) -> str:
+    return d.strftime("%Y-%m-%d")
+
+
 MINUTES = 180
 DRIFT_MINUTE = 90  # v1 drifts from here on; v2 does not
 VERSIONS = ("v1", "v2")
@@ -98,7 +109,7 @@ def make_seed(url: str, per_minute: int = 40, seed: int = 5) -> Seed:
     training = synth.training_columns("recsys", 5000)
     profile = build_profile(training, "recsys", "v1", custom_edges={"age": synth.AGE_EDGES})
     s = Seed(url, T0, T0 + timedelta(minutes=MINUTES), profile=profile)
-    computed_at = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    computed_at = DAY1.replace(hour=3)
     for minute in range(MINUTES):
         ws = T0 + timedelta(minutes=minute)
         for version in VERSIONS:
@@ -204,8 +215,8 @@ def _series(url, view, where="model_id = 'recsys'", cols="*"):
 
 def test_rollups_equal_numpy_over_the_raw_samples(seeded):
     s = seeded
-    hours = [datetime(2026, 11, 23, 22, tzinfo=UTC) + timedelta(hours=h) for h in range(4)]
-    days = [datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC)]
+    hours = [DAY0.replace(hour=22) + timedelta(hours=h) for h in range(4)]
+    days = [DAY0, DAY1]
     for gran, buckets, width in (("hour", hours, timedelta(hours=1)), ("day", days, timedelta(days=1))):
         rows = _series(s.url, f"feature_series_{gran}", "model_id = 'recsys' AND feature IN ('age', 'browsing_duration')",
                        "window_start, model_version, segment, feature, minutes, events, present, missing_rate, mean, "
@@ -290,7 +301,7 @@ def _assert_same(a: dict, b: dict) -> None:
 def test_replays_and_updates_keep_rollups_exact(seeded, tmp_path):
     s = seeded
     before = _snapshot(s.url)
-    later = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
+    later = DAY1.replace(hour=4)
 
     def replay(rows):
         return [r[:-1] + [later] for r in rows if T0 + timedelta(minutes=20) <= r[0] < T0 + timedelta(minutes=110)]
@@ -345,7 +356,7 @@ def test_replays_and_updates_keep_rollups_exact(seeded, tmp_path):
                 c.command(f"TRUNCATE TABLE {DB}.{t}_metrics_{g}")
         for t in ("feature", "service", "quality"):
             c.command(
-                f"INSERT INTO {DB}.{t}_metrics SELECT * FROM {DB}.{t}_metrics FINAL WHERE window_start >= '2026-11-23'"
+                f"INSERT INTO {DB}.{t}_metrics SELECT * FROM {DB}.{t}_metrics FINAL WHERE window_start >= '{iso(DAY0)}'"
             )
 
     clickhouse.run(s.url, backfill)
@@ -363,14 +374,14 @@ def test_history_command(seeded, capsys):
     from mlvigil.cli import main
 
     s = seeded
-    rng = ["--from", "2026-11-23T22:30", "--to", "2026-11-24T01:30"]
+    rng = ["--from", f"{iso(DAY0)}T22:30", "--to", f"{iso(DAY1)}T01:30"]
     assert main(["history", "--clickhouse-url", s.url, "--model", "recsys", "--version", "v1", "--feature", "age",
                  "--metric", "psi", *rng, "--format", "csv"]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "window_start,model_version,segment,feature,psi"
     assert len(lines) == 1 + MINUTES  # auto: 3 hours -> minutes
     first = next(r for r in s.feature_rows if r[3] == "v1" and r[4] == "*" and r[5] == "age")
-    assert lines[1] == f"2026-11-23T22:30:00Z,v1,*,age,{first[FEATURE_COLUMNS.index('psi')]!r}"
+    assert lines[1] == f"{iso(DAY0)}T22:30:00Z,v1,*,age,{first[FEATURE_COLUMNS.index('psi')]!r}"
 
     assert main(["history", "--clickhouse-url", s.url, "--model", "recsys", "--metric", "accuracy",
                  "--segment", "user_type=new", "--granularity", "hour", *rng]) == 0  # fmt: skip
@@ -384,8 +395,8 @@ def test_history_command(seeded, capsys):
     assert main(["history", "--clickhouse-url", s.url, "--model", "recsys", "--metric", "latency_p95",
                  "--granularity", "day", *rng]) == 0  # fmt: skip
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[:2] for line in out[1:]] == [["2026-11-23", "v1"], ["2026-11-24", "v1"],
-                                                      ["2026-11-23", "v2"], ["2026-11-24", "v2"]]  # fmt: skip
+    assert [line.split()[:2] for line in out[1:]] == [[iso(DAY0), "v1"], [iso(DAY1), "v1"],
+                                                      [iso(DAY0), "v2"], [iso(DAY1), "v2"]]  # fmt: skip
 
     # every feature (no prediction columns) when --feature is left out; errors are one line, exit 2
     assert main(["history", "--clickhouse-url", s.url, "--model", "recsys", "--version", "v2", "--metric", "ks",
@@ -411,7 +422,7 @@ WRITER = textwrap.dedent(
     from mlvigil import clickhouse
     from mlvigil.finalize import FEATURE_COLUMNS, SERVICE_COLUMNS
     url, minutes, progress = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    t0 = datetime.fromisoformat(sys.argv[4])
     retried = 0
     for m in range(minutes):
         ws = t0 + timedelta(minutes=m)
@@ -442,7 +453,7 @@ def test_history_reads_while_a_writer_process_uses_the_store(tmp_path):
     progress = tmp_path / "progress"
     minutes = 8
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(minutes), str(progress)],
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(minutes), str(progress), LIVE_DAY.isoformat()],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
     def written() -> int:
@@ -452,7 +463,7 @@ def test_history_reads_while_a_writer_process_uses_the_store(tmp_path):
     try:
         while writer.poll() is None:
             before = written()
-            r = _history(url, "--model", "live", "--metric", "requests", "--from", "2026-12-01", "--to", "2026-12-02",
+            r = _history(url, "--model", "live", "--metric", "requests", "--from", iso(LIVE_DAY), "--to", iso(LIVE_DAY + timedelta(days=1)),
                          "--format", "csv")  # fmt: skip
             assert r.returncode == 0, r.stderr
             seen.append((before, len(r.stdout.splitlines()) - 1, written()))
@@ -469,9 +480,9 @@ def test_history_reads_while_a_writer_process_uses_the_store(tmp_path):
     # each read sees every flush that ended before it began, and nothing that was not written
     assert all(before <= n <= after for before, n, after in seen), seen
     # after the writer: everything, at every granularity
-    r = _history(url, "--model", "live", "--metric", "requests", "--from", "2026-12-01", "--to", "2026-12-02",
+    r = _history(url, "--model", "live", "--metric", "requests", "--from", iso(LIVE_DAY), "--to", iso(LIVE_DAY + timedelta(days=1)),
                  "--granularity", "minute", "--format", "csv")  # fmt: skip
     assert [int(line.split(",")[2]) for line in r.stdout.splitlines()[1:]] == [100 + m for m in range(minutes)]
     r = _history(url, "--model", "live", "--metric", "psi_max", "--feature", "a", "--segment", "region=eu",
-                 "--from", "2026-12-01", "--to", "2026-12-02", "--granularity", "hour", "--format", "csv")  # fmt: skip
-    assert r.stdout.splitlines()[1:] == ["2026-12-01T00:00:00Z,v1,region=eu,a," + repr(0.01 * (minutes - 1))]
+                 "--from", iso(LIVE_DAY), "--to", iso(LIVE_DAY + timedelta(days=1)), "--granularity", "hour", "--format", "csv")  # fmt: skip
+    assert r.stdout.splitlines()[1:] == [f"{iso(LIVE_DAY)}T00:00:00Z,v1,region=eu,a," + repr(0.01 * (minutes - 1))]
