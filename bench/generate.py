@@ -7,8 +7,8 @@ features are numeric, drawn per model from fixed normal distributions, with a fe
 """
 
 import argparse
-import time
 import json
+import time
 from pathlib import Path
 
 import numpy as np
