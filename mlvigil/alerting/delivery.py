@@ -39,6 +39,9 @@ from mlvigil.alerting.engine import Notification
 from mlvigil.alerting.rules import Receiver
 
 log = logging.getLogger("mlvigil.alerting.delivery")
+# urllib3 logs each request line at DEBUG, with the webhook's path and query: its token
+# (clickhouse_connect, when imported, already sets "urllib3" to WARNING; this holds without it).
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 MAX_ANSWER_BYTES = 1 << 16
