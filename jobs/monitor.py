@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,7 +44,7 @@ from pyflink.datastream.connectors.kafka import (  # noqa: E402
 from pyflink.table import StreamTableEnvironment  # noqa: E402
 
 from mlvigil import clickhouse  # noqa: E402
-from mlvigil.alert_operators import AlertInput, AlertProcessor  # noqa: E402
+from mlvigil.alert_operators import AlertInput, AlertProcessor, finish_deliveries  # noqa: E402
 from mlvigil.alerting.rules import load_config as load_alerting_config  # noqa: E402
 from mlvigil.catalog import CATALOG_PARAM, catalog_key, compile_catalog, encode_catalog  # noqa: E402
 from mlvigil.config import Config, load_config  # noqa: E402
@@ -397,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     leftovers = write_leftovers()  # the end of a bounded run: see ClickHouseWriter
     if leftovers:  # printed: in local mode the Python workers own the logging handlers by now
         print(f"mlvigil: wrote {leftovers} rows left at the end of the input", file=sys.stderr, flush=True)
+    undelivered = finish_deliveries()  # like write_leftovers: the alert operators ran in this process
+    if undelivered:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(Counter(undelivered.values()).items()))
+        print(f"mlvigil: {len(undelivered)} notifications were not delivered ({reasons}); see the alert_deliveries table",
+              file=sys.stderr, flush=True)  # fmt: skip
     try:
         print(f"mlvigil: job finished: net runtime {result.get_net_runtime()} ms", file=sys.stderr, flush=True)
     except Exception:  # detached submission (flink run -d): no result to report
@@ -406,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     # The Flink JVM goes with us (it watches its parent process).
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(1 if undelivered else 0)
     return 0
 
 

@@ -1,19 +1,22 @@
-"""Delivery of notifications: a background worker, a bounded queue, retries, deduplication.
+"""Delivery of notifications: one queue and one worker per receiver, retries, deduplication.
 
-* ``submit`` never blocks: when the queue is full the notification goes to ``on_dropped``
-  (reason "queue_full"), for the caller to keep in an outbox and submit again later.
-* One worker thread keeps a schedule of attempts, so a receiver that is down does not hold up
-  the others. An attempt is an HTTP POST (urllib, per-receiver timeout) with the header
-  ``Idempotency-Key: <notification id>``. Network errors, timeouts, HTTP 408/429/5xx and the
-  chat APIs' rate-limit codes are retried with exponential backoff and jitter (Retry-After is
-  honoured) until ``max_total_s`` (default 10 min) after the first attempt; then, or on any
-  other error, the notification goes to ``on_dropped`` (reason "retries_exhausted" or
-  "rejected").
-* At-least-once with deduplication: ids delivered by this process are remembered (LRU), and
-  ``already_delivered(id)`` (e.g. backed by the stored attempts) is asked before the first
-  attempt, so a replay or a restart does not send the same notification twice.
+* One lane per receiver (its own bounded queue, worker thread and ``requests.Session``), so a
+  receiver that hangs or is down delays only its own notifications, never another receiver's.
+* ``submit`` never blocks. An attempt is an HTTP POST with the header
+  ``Idempotency-Key: <notification id>``, connect and read timeouts, TLS verification on and
+  proxies from the environment (requests' ``trust_env``). Network errors, timeouts, HTTP
+  408/429/5xx and the chat APIs' rate-limit codes are retried with exponential backoff and
+  jitter (Retry-After is honoured) until ``max_total_s`` (default 10 min) after the first attempt.
+* Every give-up is reported twice: to ``on_attempt`` with status "failed" and an error that
+  starts with the reason, and to ``on_dropped(notification, reason)``. Reasons: retries_exhausted,
+  rejected (a non-retryable answer), queue_full (the receiver's queue holds ``queue_size``),
+  unknown_receiver. ``close()`` hands what is still queued to ``on_dropped`` with reason
+  "shutdown": not a give-up, the caller still owns it (the job keeps it in Flink state).
+* Deduplication: ids delivered by this process are remembered (LRU), and ``already_delivered(id)``
+  (if given) is asked before the first attempt. Receivers get the Idempotency-Key to dedupe
+  what a crash between their answer and our record makes us send again.
 * Every attempt is reported to ``on_attempt(notification_id, receiver, attempt, status,
-  http_status, error)`` with status one of delivered, retrying, failed, duplicate, dropped.
+  http_status, error)`` with status one of delivered, retrying, failed, duplicate.
 * Secrets never leave: logs, errors and on_attempt data carry the receiver's name and its URL
   reduced to scheme://host; error texts are scrubbed of the URL, its query and the signing key.
 """
@@ -25,19 +28,24 @@ import random
 import re
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+
+import requests
 
 from mlvigil.alerting import formats
 from mlvigil.alerting.engine import Notification
 from mlvigil.alerting.rules import Receiver
 
 log = logging.getLogger("mlvigil.alerting.delivery")
+# urllib3 logs each request line at DEBUG, with the webhook's path and query: its token
+# (clickhouse_connect, when imported, already sets "urllib3" to WARNING; this holds without it).
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+MAX_ANSWER_BYTES = 1 << 16
+GIVE_UP_REASONS = ("retries_exhausted", "rejected", "queue_full", "unknown_receiver")
 
 
 def safe_url(url: str) -> str:
@@ -82,6 +90,22 @@ class _Item:
         self.last_error = ""
 
 
+class _Lane:
+    """One receiver's queue (a schedule of attempts), worker thread and HTTP session."""
+
+    def __init__(self, receiver: Receiver, session: requests.Session | None):
+        self.receiver = receiver
+        self.session = session
+        self.heap: list[tuple[float, int, _Item]] = []
+        self.queued: set[str] = set()  # ids queued or in flight
+        self.busy = 0
+        self.current: _Item | None = None  # the item in flight
+        self.thread: threading.Thread | None = None
+
+    def size(self) -> int:
+        return len(self.heap) + self.busy
+
+
 class Deliverer:
     def __init__(
         self,
@@ -89,6 +113,7 @@ class Deliverer:
         *,
         queue_size: int = 1000,
         max_total_s: float = 600.0,
+        connect_timeout_s: float = 5.0,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
         backoff_factor: float = 2.0,
@@ -98,12 +123,14 @@ class Deliverer:
         on_dropped: Callable[[Notification, str], None] | None = None,
         already_delivered: Callable[[str], bool] | None = None,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        session_factory: Callable[[], requests.Session] = requests.Session,
         seed: int | None = None,
         start: bool = True,
     ):
         self.receivers = dict(receivers) if isinstance(receivers, dict) else {r.name: r for r in receivers}
-        self.queue_size = queue_size
+        self.queue_size = queue_size  # per receiver
         self.max_total_s = max_total_s
+        self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.backoff_factor, self.jitter = backoff_factor, jitter
         self.on_attempt, self.on_dropped, self.already_delivered = on_attempt, on_dropped, already_delivered
@@ -111,52 +138,64 @@ class Deliverer:
         self._rng = random.Random(seed)
         self._delivered: OrderedDict[str, None] = OrderedDict()
         self._dedup_size = dedup_size
-        self._heap: list[tuple[float, int, _Item]] = []
-        self._pending: set[str] = set()
-        self._busy = 0
         self._seq = itertools.count()
+        # One condition for all lanes: queues are small and notifications rare; a worker waits
+        # only on its own lane's schedule, and drain() waits for all of them.
         self._cond = threading.Condition()
         self._stop = False
         self.stats = {"submitted": 0, "delivered": 0, "retried": 0, "failed": 0, "duplicates": 0, "dropped": 0}
         self._secrets = [s for r in self.receivers.values() for s in secret_parts(r.url, r.secret)]
-        self._thread = threading.Thread(target=self._run, name="mlvigil-alert-delivery", daemon=True)
+        self._lanes: dict[str, _Lane] = {}
+        for name, rec in self.receivers.items():
+            lane = _Lane(rec, None if rec.type == "log" else session_factory())
+            lane.thread = threading.Thread(
+                target=self._run, args=(lane,), name=f"mlvigil-alert-delivery-{name}", daemon=True
+            )
+            self._lanes[name] = lane
         if start:
-            self._thread.start()
+            for lane in self._lanes.values():
+                lane.thread.start()
 
     # -- caller side -------------------------------------------------------------------------------
 
     def submit(self, n: Notification) -> bool:
-        """Queue a notification; never blocks. False if it was a duplicate or dropped (queue full)."""
+        """Queue a notification; never blocks. False if it was a duplicate or given up at once."""
+        lane = self._lanes.get(n.receiver)
+        reason = None
         with self._cond:
-            if n.id in self._delivered or n.id in self._pending:
+            if n.id in self._delivered or (lane is not None and n.id in lane.queued):
                 self.stats["duplicates"] += 1
                 dup = True
-            elif len(self._heap) + self._busy >= self.queue_size:
-                self.stats["dropped"] += 1
-                dup = None
             else:
-                self._pending.add(n.id)
-                heapq.heappush(self._heap, (time.monotonic(), next(self._seq), _Item(n, time.monotonic())))
-                self.stats["submitted"] += 1
-                self._cond.notify()
-                return True
+                dup = False
+                if lane is None:
+                    reason = "unknown_receiver"
+                elif lane.size() >= self.queue_size:
+                    reason = "queue_full"
+                else:
+                    lane.queued.add(n.id)
+                    now = time.monotonic()
+                    heapq.heappush(lane.heap, (now, next(self._seq), _Item(n, now)))
+                    self.stats["submitted"] += 1
+                    self._cond.notify_all()
+                    return True
         if dup:
             self._report(n.id, n.receiver, 0, "duplicate", None, None)
         else:
-            log.warning("alert queue full: notification %s for %s goes to the outbox", n.id, n.receiver)
-            self._report(n.id, n.receiver, 0, "dropped", None, "queue full")
-            self._drop(n, "queue_full")
+            self._give_up(n, n.receiver, 0, None, reason, "")
         return False
 
-    def pending(self) -> int:
+    def pending(self, receiver: str | None = None) -> int:
+        """Notifications queued or in flight (of one receiver, or all)."""
         with self._cond:
-            return len(self._heap) + self._busy
+            lanes = [self._lanes[receiver]] if receiver in self._lanes else self._lanes.values()
+            return sum(lane.size() for lane in lanes)
 
     def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or in flight; True if so within timeout seconds."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._heap or self._busy:
+            while any(lane.size() for lane in self._lanes.values()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -164,17 +203,32 @@ class Deliverer:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker; what is still queued goes to on_dropped (reason "shutdown")."""
+        """Stop the workers; what is still queued goes to on_dropped (reason "shutdown").
+
+        A worker stuck in a request is not waited for beyond timeout (it is a daemon thread);
+        its notification is handed back too."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes.values():
+            if lane.thread.is_alive():
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
+        left: list[Notification] = []
         with self._cond:
-            left, self._heap = [item for _, _, item in self._heap], []
-            self._pending.clear()
-        for item in left:
-            self._drop(item.n, "shutdown")
+            for lane in self._lanes.values():
+                left += [item.n for _, _, item in lane.heap]
+                lane.heap = []
+                if lane.current is not None:  # stuck in flight: the caller must treat it as not delivered
+                    left.append(lane.current.n)
+                    lane.current = None
+                lane.queued.clear()
+        for lane in self._lanes.values():
+            if lane.session is not None:
+                lane.session.close()
+        for n in left:
+            self.stats["dropped"] += 1
+            self._drop(n, "shutdown")
 
     def delivered(self, notification_id: str) -> bool:
         with self._cond:
@@ -182,45 +236,46 @@ class Deliverer:
 
     # -- worker ------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, lane: _Lane) -> None:
         while True:
             with self._cond:
-                while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                while not self._stop and (not lane.heap or lane.heap[0][0] > time.monotonic()):
+                    wait = lane.heap[0][0] - time.monotonic() if lane.heap else None
                     self._cond.wait(wait)
                 if self._stop:
                     return
-                _, _, item = heapq.heappop(self._heap)
-                self._busy += 1
+                _, _, item = heapq.heappop(lane.heap)
+                lane.busy += 1
+                lane.current = item
             again = False
             try:
-                again = self._attempt(item)
+                again = self._attempt(lane, item)
             except Exception as e:  # never let the worker die; never print the exception's URL
                 log.error("alert delivery of %s failed unexpectedly: %s", item.n.id, self._scrub(repr(e)))
+                again = True  # not given up: try again later
+                item.due = time.monotonic() + self._backoff(max(item.attempt, 1), None)
             finally:
                 handed_back = False
                 with self._cond:
-                    self._busy -= 1
+                    lane.busy -= 1
+                    mine = lane.current is item  # else close() has handed it back already
+                    lane.current = None
                     if again and not self._stop:
-                        heapq.heappush(self._heap, (item.due, next(self._seq), item))
+                        heapq.heappush(lane.heap, (item.due, next(self._seq), item))
                     else:
-                        self._pending.discard(item.n.id)
-                        handed_back = again  # stopping: hand it back to the caller
+                        lane.queued.discard(item.n.id)
+                        handed_back = again and mine  # stopping: hand it back to the caller
                     self._cond.notify_all()
                 if handed_back:
+                    self.stats["dropped"] += 1
                     self._drop(item.n, "shutdown")
 
-    def _attempt(self, item: _Item) -> bool:
+    def _attempt(self, lane: _Lane, item: _Item) -> bool:
         """One attempt; True to try again later."""
-        n = item.n
-        rec = self.receivers.get(n.receiver)
+        n, rec = item.n, lane.receiver
         item.attempt += 1
         if item.first is None:
             item.first = time.monotonic()
-        if rec is None:
-            self._report(n.id, n.receiver, item.attempt, "failed", None, "unknown receiver")
-            self._fail(item, "unknown_receiver")
-            return False
         if self._is_delivered(n.id, ask_hook=item.attempt == 1):
             self._count("duplicates")
             self._report(n.id, rec.name, item.attempt, "duplicate", None, None)
@@ -232,22 +287,7 @@ class Deliverer:
         payload = formats.build(n, rec, self.wall_clock_ms())
         url = formats.target_url(rec, payload)
         headers = {**payload.headers, "Idempotency-Key": n.id, "User-Agent": "mlvigil-alerting/1"}
-        req = urllib.request.Request(url, data=payload.body, headers=headers, method="POST")
-        status, body, retry_after, error = None, b"", None, ""
-        try:
-            with urllib.request.urlopen(req, timeout=rec.timeout_s) as resp:
-                status, body = resp.status, resp.read(1 << 16)
-        except urllib.error.HTTPError as e:
-            status, retry_after = e.code, e.headers.get("Retry-After") if e.headers else None
-            try:
-                body = e.read(1 << 16)
-            except OSError:
-                body = b""
-            e.close()
-        except urllib.error.URLError as e:
-            error = f"{type(e.reason).__name__}: {e.reason}"
-        except (OSError, TimeoutError, ValueError) as e:
-            error = f"{type(e).__name__}: {e}"
+        status, body, retry_after, error = self._post(lane, url, payload.body, headers)
         if status is not None:
             ok, retryable, error = formats.check_response(rec.type, status, body)
         else:
@@ -267,17 +307,24 @@ class Deliverer:
             )  # fmt: skip
             self._report(n.id, rec.name, item.attempt, "retrying", status, error)
             return True
-        log.error(
-            "alert %s to %s (%s): giving up after %d attempts (%s)",
-            n.id,
-            rec.name,
-            safe_url(rec.url),
-            item.attempt,
-            error,
-        )
-        self._report(n.id, rec.name, item.attempt, "failed", status, error)
-        self._fail(item, "retries_exhausted" if retryable else "rejected")
+        self._give_up(n, rec.name, item.attempt, status, "retries_exhausted" if retryable else "rejected", error)
         return False
+
+    def _post(self, lane: _Lane, url: str, body: bytes, headers: dict) -> tuple[int | None, bytes, str | None, str]:
+        """(http status, answer body, Retry-After, error) of one POST."""
+        rec = lane.receiver
+        try:
+            # stream=True: read at most MAX_ANSWER_BYTES of the answer (a chat API says little).
+            with lane.session.post(
+                url, data=body, headers=headers, timeout=(min(self.connect_timeout_s, rec.timeout_s), rec.timeout_s),
+                stream=True, allow_redirects=False,
+            ) as resp:  # fmt: skip
+                answer = resp.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
+                return resp.status_code, answer, resp.headers.get("Retry-After"), ""
+        except requests.exceptions.RequestException as e:
+            return None, b"", None, f"{type(e).__name__}: {e}"
+        except (OSError, ValueError) as e:
+            return None, b"", None, f"{type(e).__name__}: {e}"
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         base = min(self.backoff_max_s, self.backoff_initial_s * self.backoff_factor ** (attempt - 1))
@@ -312,9 +359,16 @@ class Deliverer:
         self._count("delivered")
         self._report(item.n.id, rec.name, item.attempt, "delivered", status, None)
 
-    def _fail(self, item: _Item, reason: str) -> None:
+    def _give_up(self, n: Notification, receiver: str, attempt: int, status: int | None, reason: str, error: str):
+        """A final failure: one "failed" attempt record whose error starts with the reason, then on_dropped."""
+        rec = self.receivers.get(receiver)
+        log.error(
+            "alert %s to %s (%s): giving up after %d attempts: %s %s",
+            n.id, receiver, safe_url(rec.url) if rec else "?", attempt, reason, error,
+        )  # fmt: skip
         self._count("failed")
-        self._drop(item.n, reason)
+        self._report(n.id, receiver, attempt, "failed", status, f"{reason}: {error}" if error else reason)
+        self._drop(n, reason)
 
     def _drop(self, n: Notification, reason: str) -> None:
         if self.on_dropped is not None:

@@ -17,13 +17,20 @@ CREATE TABLE IF NOT EXISTS {db}.alerts
     text             String,
     alerts           String,
     actions          Array(String),
-    created_at       DateTime64(3, 'UTC')
+    created_at       DateTime64(3, 'UTC'),
+    notification     String  -- the whole notification as JSON, as first decided: what a restart sends
 )
 ENGINE = ReplacingMergeTree(created_at)
 PARTITION BY toYYYYMM(window_end)
 ORDER BY (model_id, window_end, notification_id, receiver)
 TTL toDateTime(window_end) + INTERVAL 180 DAY;
 
+-- Stores created before the column existed.
+ALTER TABLE {db}.alerts ADD COLUMN IF NOT EXISTS notification String;
+
+-- status: pending (recorded, before the first attempt), retrying, delivered, failed (a give-up;
+-- error starts with the reason: retries_exhausted, rejected, queue_full, unknown_receiver,
+-- run_ended), duplicate; receiver "action:NAME" rows are self-healing actions.
 CREATE TABLE IF NOT EXISTS {db}.alert_deliveries
 (
     notification_id  String,

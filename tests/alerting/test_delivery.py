@@ -9,14 +9,18 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
+import subprocess
 import time
 
 import pytest
+import requests
 
 from mlvigil.alerting import Notification
 from mlvigil.alerting.delivery import Deliverer, redact, safe_url
 from mlvigil.alerting.formats import markdown_escape, slack_escape
 from mlvigil.alerting.rules import Receiver
+from mlvigil.webhook_receiver import WebhookReceiver
 
 from .conftest import Hook, free_port
 
@@ -63,6 +67,15 @@ def deliverer(recs, records, dropped=None, **kw) -> Deliverer:
         recs, on_attempt=lambda *a: records.append(a), on_dropped=lambda n, r: (dropped if dropped is not None else []).append((n.id, r)),
         wall_clock_ms=lambda: NOW_MS, **kw,
     )  # fmt: skip
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
 
 
 def test_escaping():
@@ -235,16 +248,149 @@ def test_retry_after_rate_limit_codes_rejections_and_redaction(caplog):
         assert s not in caplog.text + repr(records)
 
 
-def test_queue_full_goes_to_the_outbox_without_blocking():
+def test_queue_full_is_a_give_up_with_a_failed_record():
     records: list = []
     dropped: list = []
     d = deliverer(receivers("http://127.0.0.1:9"), records, dropped, queue_size=2, start=False)
-    t0 = time.monotonic()
     assert [d.submit(notification("generic", f"q-{i}")) for i in range(3)] == [True, True, False]
-    assert time.monotonic() - t0 < 0.1
-    assert dropped == [("q-2", "queue_full")] and records[-1][3] == "dropped"
+    # The queue is per receiver: another receiver still takes notifications.
+    assert d.submit(notification("slack", "q-slack"))
+    assert dropped == [("q-2", "queue_full")]
+    assert records == [("q-2", "generic", 0, "failed", None, "queue_full")]
     d.close()
-    assert dropped[1:] == [("q-0", "shutdown"), ("q-1", "shutdown")], "close hands the queue back"
+    assert sorted(dropped[1:]) == [("q-0", "shutdown"), ("q-1", "shutdown"), ("q-slack", "shutdown")], (
+        "close hands the queues back: not a give-up, the caller still owns them"
+    )
+    assert len(records) == 1, "a shutdown is not recorded as a failure"
+
+
+def test_unknown_receiver_is_a_give_up():
+    records: list = []
+    dropped: list = []
+    d = deliverer(receivers("http://127.0.0.1:9")[:1], records, dropped, start=False)
+    assert not d.submit(notification("nowhere", "u-1"))
+    d.close()
+    assert dropped == [("u-1", "unknown_receiver")]
+    assert records == [("u-1", "nowhere", 0, "failed", None, "unknown_receiver")]
+
+
+def test_a_hanging_receiver_does_not_delay_another():
+    """One lane per receiver: while one receiver holds its request, the other gets its own; at
+    close the stuck notification is handed back (not delivered, not given up)."""
+    records: list = []
+    dropped: list = []
+    with WebhookReceiver(answer=lambda m: "hang") as stuck, WebhookReceiver() as healthy:
+        recs = [Receiver("stuck", "generic", stuck.url, timeout_s=60.0), Receiver("healthy", "generic", healthy.url)]
+        d = deliverer(recs, records, dropped)
+        try:
+            assert d.submit(notification("stuck", "h-stuck"))
+            wait_until(lambda: stuck.received(), 10, "the stuck receiver holds a request")
+            assert d.submit(notification("healthy", "h-ok"))
+            wait_until(lambda: "h-ok" in healthy.accepted, 10, "the healthy receiver got its notification")
+            assert d.pending("stuck") == 1, "the stuck one is still in flight"
+            assert [r[:4] for r in records] == [("h-ok", "healthy", 1, "delivered")]
+            d.close(timeout=0.5)
+            assert dropped == [("h-stuck", "shutdown")]
+        finally:
+            stuck.release()
+            d.close(timeout=2)
+    assert dropped == [("h-stuck", "shutdown")], "handed back once"
+    assert not [r for r in records if r[0] == "h-stuck" and r[3] in ("delivered", "failed")]
+
+
+def test_delivery_options():
+    from mlvigil.alert_operators import delivery_options
+
+    assert delivery_options(None) == {"max_total_s": 600.0, "end_wait_s": 600.0, "queue_size": 1000,
+                                      "connect_timeout_s": 5.0}  # fmt: skip
+    opts = delivery_options({"delivery": {"max_total": "2m", "end_wait": "30s", "queue_size": 5}})
+    assert opts == {"max_total_s": 120.0, "end_wait_s": 30.0, "queue_size": 5, "connect_timeout_s": 5.0}
+    with pytest.raises(ValueError, match="unknown keys"):
+        delivery_options({"delivery": {"max_totl": "2m"}})
+
+
+def test_retries_exhausted_rejected_and_read_timeouts_are_stored_give_ups():
+    records: list = []
+    dropped: list = []
+    with (
+        WebhookReceiver(answer=lambda m: 500) as failing,
+        WebhookReceiver(answer=lambda m: 404) as rejecting,
+        WebhookReceiver(answer=lambda m: "hang", hang_limit_s=3) as hanging,
+    ):
+        recs = [
+            Receiver("failing", "generic", failing.url),
+            Receiver("rejecting", "generic", rejecting.url),
+            Receiver("hanging", "generic", hanging.url, timeout_s=0.3),
+        ]
+        d = deliverer(recs, records, dropped, max_total_s=1.0)
+        for r in recs:
+            d.submit(notification(r.name, f"x-{r.name}"))
+        assert d.drain(20)
+        d.close()
+    assert sorted(dropped) == [("x-failing", "retries_exhausted"), ("x-hanging", "retries_exhausted"),
+                               ("x-rejecting", "rejected")]  # fmt: skip
+    final = {r[0]: r for r in records if r[3] == "failed"}
+    assert final["x-failing"][4] == 500 and final["x-failing"][5] == "retries_exhausted: HTTP 500"
+    assert final["x-rejecting"][4] == 404 and final["x-rejecting"][5] == "rejected: HTTP 404"
+    assert final["x-hanging"][4] is None and final["x-hanging"][5].startswith("retries_exhausted: ReadTimeout")
+    assert [r[3] for r in records if r[0] == "x-rejecting"] == ["failed"], "a rejection is not retried"
+    assert len(failing.received()) >= 2 and len(hanging.received()) >= 2, "retried until the budget ran out"
+
+
+def test_requests_session_per_receiver_verifies_tls(tmp_path):
+    """HTTPS with a self-signed certificate: TLS verification is on, so it is refused (and the
+    error is an SSLError, not a silent success). Each receiver has its own session."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with WebhookReceiver() as tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        tls.server.socket = ctx.wrap_socket(tls.server.socket, server_side=True)
+        url = tls.url.replace("http://", "https://")
+        sessions: list = []
+
+        def factory():
+            sessions.append(requests.Session())
+            return sessions[-1]
+
+        records: list = []
+        dropped: list = []
+        recs = [
+            Receiver("tls", "generic", url),
+            Receiver("plain", "generic", "http://127.0.0.1:9"),
+            Receiver("log", "log"),
+        ]
+        d = deliverer(recs, records, dropped, max_total_s=0.5, session_factory=factory)
+        d.submit(notification("tls", "t-1"))
+        assert d.drain(20)
+        d.close()
+    assert len(sessions) == 2 and sessions[0] is not sessions[1], "one session per HTTP receiver"
+    assert all(s.trust_env and s.verify is True for s in sessions)
+    assert dropped == [("t-1", "retries_exhausted")]
+    assert "SSLError" in records[-1][5] and tls.accepted == {}
+
+
+def test_proxies_come_from_the_environment(monkeypatch):
+    """requests reads HTTP_PROXY (trust_env): the request goes to the proxy, with the target's
+    absolute URL in its request line."""
+    with WebhookReceiver() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/", 1)[0])
+        monkeypatch.setenv("http_proxy", proxy.url.rsplit("/", 1)[0])
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        records: list = []
+        target = "http://192.0.2.10:8080/hook/GENERICTOKEN42"  # TEST-NET: only the proxy can answer
+        d = deliverer([Receiver("generic", "generic", target)], records)
+        d.submit(notification("generic", "p-1"))
+        assert d.drain(10)
+        d.close()
+    (req,) = proxy.received()
+    assert req["path"] == target and req["key"] == "p-1"
+    assert records[-1][3] == "delivered"
 
 
 def test_gives_up_after_max_total_time():
