@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
-from mlvigil import cli, clickhouse, synth
+from mlvigil import cli, clickhouse, health, synth
 from mlvigil.alert_operators import AlertInput
 from mlvigil.alerting import AlertEngine, default_rules
 from mlvigil.alerting.rules import row_layers
@@ -196,4 +196,20 @@ def engine_rows_from_store(url: str, config_path) -> list[dict]:
         assert stored, f"the job wrote no {table}"
         for _, _, batch in alert_input.flat_map((table, [list(r) for r in stored])):
             rows += batch
-    return rows
+    return rows + monitor_rows_from_store(url, cfg)
+
+
+def monitor_rows_from_store(url: str, cfg) -> list[dict]:
+    """The monitor layer's rows (the job makes them in MonitorAccounting from its window counts and
+    dead letters, and does not store them): the same functions over the stored counts."""
+    st = health._new_state()
+    ends = []
+    q = "SELECT stream, model_id, toUnixTimestamp64Milli(window_end), events FROM mlvigil.window_events FINAL"
+    for stream, model, end, events in clickhouse.query_rows(url, q):
+        health.window_event_count(st, stream, model, end, events)
+        ends.append(end)
+    q = "SELECT stream, kind, model_id, toUnixTimestamp64Milli(kafka_ts) FROM mlvigil.dead_letters FINAL"
+    for stream, kind, model, kafka_ms in clickhouse.query_rows(url, q):
+        health.dead_letter_count(st, stream, kind, model, health.dead_letter_window(st, kafka_ms, cfg.window_ms, None))
+    assert ends, "the job wrote no window_events"
+    return health.emit_due(st, sorted(cfg.models), cfg.window_ms, max(ends))
