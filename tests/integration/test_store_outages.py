@@ -5,7 +5,7 @@ rate-limited, and in the end holds exactly the rows of the offline reference, no
 every alert reached the webhook once. Meanwhile two more jobs run: one whose ClickHouse server
 URL is a closed port stays alive and retrying, one whose store lacks the tables fails fast.
 
-MLVIGIL_STORE_HOLD_S sets the hold (default 150 s; the issue's 5 minutes: 300)."""
+MLVIGIL_STORE_HOLD_S sets the hold (default 130 s, past the old 120 s give-up; the issue's 5 minutes: 300)."""
 
 import json
 import os
@@ -32,7 +32,7 @@ from .reference import close, feature_reference, prediction_reference
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
-HOLD_S = float(os.environ.get("MLVIGIL_STORE_HOLD_S", 150))
+HOLD_S = float(os.environ.get("MLVIGIL_STORE_HOLD_S", 130))
 DISK_FULL_S = 60.0
 MINUTES = 11  # traffic minutes: 0-1 before the faults, 2-4 in the hold, 5-6 between, 7-8 disk full, 9-10 after
 HOLDER = textwrap.dedent(
