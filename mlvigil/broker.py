@@ -128,3 +128,28 @@ def produce(
     if remaining or errors:
         raise RuntimeError(f"{remaining} messages unacknowledged, errors: {errors[:3]}")
     return end
+
+
+def consume(bootstrap: str, topic: str, expected: int, timeout: float = 60, partitions: int = 4) -> list[bytes]:
+    """The values of a topic's messages from the start of every partition: waits until `expected`
+    have come (or `timeout` s passed), then 2 s more, so a caller also sees any extra ones.
+    Offsets are assigned, not committed: no consumer group join (slow on Tansu)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "mlvigil-reader", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None and msg.error() is None:
+                out.append(msg.value())
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            msg = c.poll(0.5)
+            if msg is not None and msg.error() is None:
+                out.append(msg.value())
+    finally:
+        c.close()
+    return out

@@ -1,6 +1,7 @@
 """mlvigil command line: run, demo, profile, replay, broker, history, report, compare."""
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -95,50 +96,32 @@ def cmd_broker(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def cmd_history(args: argparse.Namespace, rest: list[str]) -> int:
-    from mlvigil import history
+def _history_reader(name: str, errors: tuple[type[BaseException], ...] = (ValueError, RuntimeError, TimeoutError)):
+    """A command that reads the metric history: its module's cli(args), with bad arguments, missing
+    tables or views and a store that stays locked reported in one line (exit 2), control
+    characters from the data made visible."""
 
-    try:
-        return history.cli(args)
-    except (ValueError, RuntimeError, TimeoutError) as e:  # bad arguments, missing views, store locked
-        print(f"mlvigil history: {visible_controls(str(e))}", file=sys.stderr)
-        return 2
+    def command(args: argparse.Namespace, rest: list[str]) -> int:
+        module = importlib.import_module(f"mlvigil.{name}")
+        try:
+            return module.cli(args)
+        except errors as e:
+            print(f"mlvigil {name}: {visible_controls(str(e))}", file=sys.stderr)
+            return 2
 
-
-def cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
-    from mlvigil import report
-
-    try:
-        return report.cli(args)
-    except (ValueError, RuntimeError, TimeoutError) as e:
-        print(f"mlvigil report: {visible_controls(str(e))}", file=sys.stderr)
-        return 2
+    return command
 
 
-def cmd_compare(args: argparse.Namespace, rest: list[str]) -> int:
-    from mlvigil import compare
-
-    try:
-        return compare.cli(args)
-    except (ValueError, RuntimeError, TimeoutError) as e:
-        print(f"mlvigil compare: {e}", file=sys.stderr)
-        return 2
+cmd_history = _history_reader("history")
+cmd_report = _history_reader("report")
+cmd_compare = _history_reader("compare")
+cmd_backtest = _history_reader("backtest", (ValueError, RuntimeError, TimeoutError, OSError))  # also the rules file
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the job's config file (its clickhouse.url and database)")
     p.add_argument("--clickhouse-url", help="chdb:///dir or http(s)://user@host:8123 (overrides the config's)")
     p.add_argument("--database", help="default: the config's, else mlvigil")
-
-
-def cmd_backtest(args: argparse.Namespace, rest: list[str]) -> int:
-    from mlvigil import backtest
-
-    try:
-        return backtest.cli(args)
-    except (ValueError, RuntimeError, TimeoutError, OSError) as e:  # bad arguments or rules file, store locked
-        print(f"mlvigil backtest: {e}", file=sys.stderr)
-        return 2
 
 
 def _backtest_args(sub) -> None:

@@ -21,10 +21,10 @@ from collections import Counter
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from mlvigil import clickhouse, synth
-from mlvigil.broker import partition_of, produce
+from mlvigil.broker import consume, partition_of, produce
 from mlvigil.catalog import REASON_CODES
 from mlvigil.profile import build_profile, save_profile
 
@@ -209,7 +209,7 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
 
     # 5. The dead-letter topic carries every dead letter, each within the limit; the big one's
     # payload is cut there (ClickHouse keeps it whole for replay).
-    topic_letters = _consume(broker.bootstrap, topics["dead_letters"], len(dead))
+    topic_letters = consume(broker.bootstrap, topics["dead_letters"], len(dead))
     assert len(topic_letters) == len(dead)
     assert max(len(v) for v in topic_letters) <= MAX_DEAD_LETTER
     assert Counter((d["stream"], d["reason_code"]) for d in map(json.loads, topic_letters)) == Counter(
@@ -219,22 +219,3 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
     assert esc["payload_length"] == len(escapes) and esc["payload_sha256"] == hashlib.sha256(escapes).hexdigest()
     (esc_row,) = [r for r in dead if r[4].startswith('{"request_id":"escapes"')]
     assert len(esc_row[4]) == len(escapes)
-
-
-def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[bytes]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, 0) for p in range(4)])
-    out, deadline = [], time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is not None and msg.error() is None:
-                out.append(msg.value())
-        end = time.monotonic() + 2  # and nothing more
-        while time.monotonic() < end:
-            msg = c.poll(0.5)
-            if msg is not None and msg.error() is None:
-                out.append(msg.value())
-    finally:
-        c.close()
-    return out

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from mlvigil import clickhouse, synth
-from mlvigil.broker import partition_of, produce
+from mlvigil.broker import consume, partition_of, produce
 from mlvigil.profile import build_profile, save_profile
 
 from ..conftest import JobProcess, wait_for
@@ -227,23 +226,9 @@ def test_pipeline_matches_offline_reference(broker, topics, tmp_path):
     assert per_minute[0][0] == len(dead)
 
     # 4. The dead-letter topic carries the same events.
-    assert sorted(_consume(broker.bootstrap, topics["dead_letters"], len(dead))) == sorted((r[0], r[2]) for r in dead)
+    on_topic = [json.loads(v) for v in consume(broker.bootstrap, topics["dead_letters"], len(dead))]
+    assert sorted((d["stream"], d["reason_code"]) for d in on_topic) == sorted((r[0], r[2]) for r in dead)
 
 
 def _tables_exist(url: str) -> bool:
     return bool(clickhouse.query_rows(url, "SELECT count() FROM system.tables WHERE name = 'window_events'")[0][0])
-
-
-def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[tuple]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, p, 0) for p in range(4)])
-    out, deadline = [], time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is not None and msg.error() is None:
-                d = json.loads(msg.value())
-                out.append((d["stream"], d["reason_code"]))
-    finally:
-        c.close()
-    return out
