@@ -37,9 +37,11 @@ from ..conftest import JobProcess
 pytestmark = pytest.mark.integration
 
 MIN = 60_000
-# Three fault windows: a quality window first seen with too few labels is judged again when more
-# arrive, and those updates should not depend on the end of the bounded run (see the report).
-MINUTES, PER_MINUTE, FAULT_MINUTE = 9, 450, 6
+# Five fault windows, three of them well before the end of the input: a quality window first seen
+# with too few labels is judged again when more arrive, and a fault only in the last windows
+# depends on how the bounded run ends (a conversion drop confined to the last three windows was
+# missed once in CI while the stored final rows showed it; see the issue notes).
+MINUTES, PER_MINUTE, FAULT_MINUTE = 11, 450, 6
 ENGINE_TABLES = ("feature_metrics", "service_metrics", "quality_metrics")
 
 
