@@ -134,6 +134,14 @@ class Detector:
         std = float(p["std"]) if p["std"] is not None else math.sqrt(acc[2] / (acc[0] - 1))
         return mean, max(std, p["min_std"])
 
+    def _consume(self, x: float) -> tuple[float, float] | None:
+        """Takes x in: the baseline to judge it against, or None (not ready) while learning."""
+        self.consumed = True
+        base = self._baseline(x)
+        if base is None:
+            self.ready = False
+        return base
+
 
 def _check_baseline_params(det: Detector) -> None:
     """warmup, and a given mean / std (checked here so that a bad rule fails when it is loaded,
@@ -192,10 +200,8 @@ class EWMA(Detector):
 
     def update(self, x: float, t_ms: int | None = None) -> "EWMA":
         p, s = self.params, self._state
-        self.consumed = True
-        base = self._baseline(float(x))
+        base = self._consume(float(x))
         if base is None:
-            self.ready = False
             return self
         mean, std = base
         a = float(p["alpha"])
@@ -251,10 +257,8 @@ class CUSUM(Detector):
         return {"warm": [0, 0.0, 0.0], "hi": 0.0, "lo": 0.0}
 
     def update(self, x: float, t_ms: int | None = None) -> "CUSUM":
-        self.consumed = True
-        base = self._baseline(float(x))
+        base = self._consume(float(x))
         if base is None:
-            self.ready = False
             return self
         mean, std = base
         _cusum_step(self, (float(x) - mean) / std)
