@@ -365,8 +365,8 @@ def pooled_sql(name: str, layer: str) -> str:
     if isinstance(p, Rate):
         if p.denominator not in series_columns(layer):
             raise ValueError(f"{name}: its denominator {p.denominator} is not a series column")
-        if p.base:
-            return f"sum({p.numerator}) / nullIf(sumIf({p.denominator}, {name} IS NOT NULL), 0)"
+        if p.base:  # the base is not a series column: the rates weighted by their denominator
+            return weighted_mean_sql(name, p.denominator)
         return f"sum({p.numerator}) / nullIf(sum({p.denominator}), 0)"
     if isinstance(p, WeightedMean | WindowMean):
         return weighted_mean_sql(name, repool_weight(m, layer))
