@@ -12,10 +12,10 @@ Pooling across windows (minute -> hour -> day, and the report and Grafana poolin
 
 * Sum: counts add up.
 * Rate(numerator, denominator): recomputed from the pooled counts (exact).
-* WeightedMean(weight): a mean over a window's `weight` rows pools as the weight-weighted mean of
-  the windows' values: exact for plain means (accuracy, mean, latency mean of percentiles is
-  not: see the metric), close to the pooled value for ratios of other counts (precision, recall,
-  F1, whose confusion counts are not stored).
+* WeightedMean(weight): a value over a window's `weight` rows pools as the weight-weighted mean of
+  the windows' values: exact for plain means (accuracy, mean, MAE, mean_prediction); close to,
+  not equal to, the pooled value for precision, recall and F1 (their confusion counts are not
+  stored) and for latency percentiles (a percentile does not pool; the worst window is kept).
 * PooledStd, RootMeanSquare: from the pooled first and second moments (exact).
 * WindowMean: the plain mean of the windows' values (PSI, KS: a PSI of the pooled bins would need
   the reference profile; the pooled bin_proportions allow it), with Worst (the worst window).
@@ -31,9 +31,11 @@ predictions come with a predicted_label but no score, and would weight windows b
 the ECE never saw. Likewise mean_prediction and mean_observed are over the calibrated rows
 (classification) or the scored rows (regression): `means_n`.
 
-Adding a metric: add it here (in its table's column order), to 001/002 (the test says if the DDL
-disagrees), to its Java accumulator and its finishing function (finalize.py / quality.py), with
-a test; then `python -m mlvigil.rollups` rewrites 003_rollups.sql.
+Adding a metric: add it here (in its table's column order, with its pooling and where it
+shows), add the column to 001/002 (tests/unit/test_metric_spec.py fails until the DDL agrees),
+count it in its Java accumulator, finish it in finalize.py / quality.py (the test checks the
+finishing function writes exactly the spec's columns), test it; then `python -m mlvigil.rollups`
+rewrites 003_rollups.sql. History, the alert input and the column lists follow by themselves.
 """
 
 from dataclasses import dataclass

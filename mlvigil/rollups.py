@@ -44,10 +44,6 @@ class State:
     over_hours: str = "sum"
 
 
-def _metric(layer: Layer, name: str) -> Metric:
-    return layer.metric(name)
-
-
 def states(layer: Layer) -> list[State]:
     """The rollup columns of a layer, in order: the windows' own, then each metric's."""
     out = [State(n, t, e) for n, t, e in layer.window_states]
@@ -68,10 +64,10 @@ def states(layer: Layer) -> list[State]:
             add(State(p.base, "UInt64", f"sumIf(m_{p.weight}, m_{x} IS NOT NULL)"))
             add(State(p.wsum, "Float64", f"sum(ifNull(m_{x}, 0) * m_{p.weight})"))
         elif isinstance(p, PooledStd):
-            w = _metric(layer, p.mean).pool.weight
+            w = layer.metric(p.mean).pool.weight
             add(State(p.sq_wsum, "Float64", f"sum((pow(ifNull(m_{x}, 0), 2) + pow(ifNull(m_{p.mean}, 0), 2)) * m_{w})"))
         elif isinstance(p, RootMeanSquare):
-            w = _metric(layer, p.like).pool.weight
+            w = layer.metric(p.like).pool.weight
             add(State(p.sq_wsum, "Float64", f"sum(pow(ifNull(m_{x}, 0), 2) * m_{w})"))
         elif isinstance(p, WindowMean):
             add(State(p.sum, "Float64", f"sum(ifNull(m_{x}, 0))"))
@@ -95,11 +91,11 @@ def series_expr(layer: Layer, m: Metric) -> str:
     if isinstance(p, WeightedMean):
         return f"if({p.base} > 0, {p.wsum} / {p.base}, NULL) AS {x}"
     if isinstance(p, PooledStd):
-        mean = _metric(layer, p.mean).pool
+        mean = layer.metric(p.mean).pool
         return (f"if({mean.base} > 0, sqrt(greatest({p.sq_wsum} / {mean.base} - pow({mean.wsum} / {mean.base}, 2), 0)),"
                 f" NULL) AS {x}")  # fmt: skip
     if isinstance(p, RootMeanSquare):
-        base = _metric(layer, p.like).pool.base
+        base = layer.metric(p.like).pool.base
         return f"if({base} > 0, sqrt({p.sq_wsum} / {base}), NULL) AS {x}"
     if isinstance(p, WindowMean):
         return f"if({p.n} > 0, {p.sum} / {p.n}, NULL) AS {x}"
