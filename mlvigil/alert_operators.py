@@ -24,7 +24,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.functions import FlatMapFunction
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
-from mlvigil import clickhouse
+from mlvigil import clickhouse, metric_spec
 from mlvigil.alerting.actions import ActionRunner
 from mlvigil.alerting.delivery import Deliverer
 from mlvigil.alerting.engine import AlertEngine, Notification
@@ -43,7 +43,8 @@ ALERT_COLUMNS = {
     "alert_deliveries": ["notification_id", "receiver", "attempt", "status", "http_status", "error", "attempted_at"],
 }  # fmt: skip
 END_OF_INPUT = 2**63 - 1  # Flink's final watermark
-LAYERS = {"feature_metrics": "data", "service_metrics": "service", "quality_metrics": ["model", "business"]}
+# the rules layers of each metric table's rows, from the metric spec (quality rows: ["model", "business"])
+LAYERS = {table: metric_spec.alert_layers(table) for table in metric_spec.BY_TABLE}
 
 
 def _ms(dt: datetime) -> int:

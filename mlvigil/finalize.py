@@ -10,18 +10,13 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
+from mlvigil.metric_spec import column_names
 from mlvigil.stattests.ks import ks_from_cells
 from mlvigil.stattests.psi import psi_from_counts
 
-FEATURE_COLUMNS = [
-    "window_start", "window_end", "model_id", "model_version", "segment", "feature", "feature_type",
-    "events", "present", "missing", "missing_rate", "outliers", "outlier_rate", "psi", "ks", "mean",
-    "std", "unseen_rate", "bin_proportions", "computed_at",
-]  # fmt: skip
-SERVICE_COLUMNS = [
-    "window_start", "window_end", "model_id", "model_version", "requests", "errors", "error_rate",
-    "throughput_rps", "latency_p50", "latency_p95", "latency_p99", "score_psi", "score_mean", "computed_at",
-]  # fmt: skip
+# the tables' columns in DDL order, from the metric spec (the writer inserts rows in this order)
+FEATURE_COLUMNS = column_names("feature_metrics")
+SERVICE_COLUMNS = column_names("service_metrics")
 WINDOW_EVENT_COLUMNS = ["window_start", "window_end", "stream", "model_id", "model_version", "events", "computed_at"]
 DEAD_LETTER_COLUMNS = [
     "stream", "kind", "reason_code", "reason", "topic", "partition", "offset", "kafka_ts", "event_time",

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mlvigil import clickhouse
+from mlvigil import clickhouse, metric_spec
 from mlvigil.safetext import visible_controls
 
-GRANULARITIES = ("minute", "hour", "day")
+GRANULARITIES = metric_spec.GRANULARITIES
 
 
 @dataclass(frozen=True)
@@ -26,35 +26,14 @@ class Layer:
     metrics: tuple[str, ...]
 
 
+# from the metric spec: the metrics it shows in history, per layer
 LAYERS = {
-    "feature": Layer(
-        "feature_series",
-        ("model_version", "segment", "feature"),
-        tuple(
-            "psi psi_max ks ks_max missing_rate outlier_rate mean std unseen_rate events present missing outliers".split()
-        ),
-    ),
-    "service": Layer(
-        "service_series",
-        ("model_version",),
-        tuple(
-            "requests errors error_rate throughput_rps latency_p50 latency_p95 latency_p99 latency_p95_max "
-            "latency_p99_max score_psi score_psi_max score_mean".split()
-        ),
-    ),
-    "quality": Layer(
-        "quality_series",
-        ("model_version", "segment"),
-        tuple(
-            "accuracy precision recall f1 ece label_coverage mean_prediction mean_observed mae rmse ctr "
-            "conversion_rate revenue_per_request predictions labelled scored clicks conversions revenue".split()
-        ),
-    ),
+    name: Layer(f"{name}_series", layer.keys[1:], metric_spec.shown_in(metric_spec.HISTORY, name))
+    for name, layer in metric_spec.LAYERS.items()
 }
 METRICS = {m: name for name, layer in LAYERS.items() for m in layer.metrics}
 # feature metrics defined for one feature type only (the others are NULL there)
-FEATURE_TYPE_OF = {"ks": "numeric", "ks_max": "numeric", "mean": "numeric", "std": "numeric",
-                   "outlier_rate": "numeric", "outliers": "numeric", "unseen_rate": "categorical"}  # fmt: skip
+FEATURE_TYPE_OF = {m.name: m.feature_type for m in metric_spec.FEATURE.metrics if m.feature_type}
 
 _RELATIVE = re.compile(r"^(?:now)?\s*-\s*(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -28,13 +28,9 @@ from datetime import datetime
 
 import orjson
 
-QUALITY_COLUMNS = [
-    "window_start", "window_end", "model_id", "model_version", "segment", "task",
-    "predictions", "labelled", "label_coverage", "scored", "accuracy", "precision", "recall", "f1",
-    "ece", "calibrated", "mean_prediction", "mean_observed", "mae", "rmse",
-    "clicks", "conversions", "revenue", "ctr", "conversion_rate", "revenue_per_request",
-    "updates", "computed_at",
-]  # fmt: skip
+from mlvigil.metric_spec import column_names
+
+QUALITY_COLUMNS = column_names("quality_metrics")  # DDL order, from the metric spec
 
 
 def _ratio(num: float, den: float) -> float | None:

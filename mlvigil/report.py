@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from mlvigil import clickhouse
 from mlvigil.history import bucket_start, choose_granularity, parse_time, store_of
+from mlvigil.metric_spec import find, pooled_sql, repool_weight
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac"]  # fmt: skip
@@ -24,8 +25,10 @@ MAX_POINTS = 400  # per series: longer ranges are averaged into wider steps
 GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
-def wavg(x: str, w: str) -> str:
-    return f"sum({x} * {w}) / nullIf(sum(if({x} IS NULL, 0, {w})), 0)"
+def pooled(layer: str):
+    """metric name -> its pooled expression over the layer's series rows (mlvigil.metric_spec):
+    the report pools minutes, hours or days into its points the way the rollups pool minutes."""
+    return lambda name: pooled_sql(name, layer)
 
 
 # ---------------------------------------------------------------- data
@@ -65,26 +68,28 @@ def load(url: str, database: str, model: str, start: datetime, end: datetime, gr
     rng = "model_id = {model:String} AND window_start >= {start:DateTime64(3)} AND window_start < {end:DateTime64(3)}"
     t = f"toStartOfInterval(window_start, INTERVAL {step} second) AS t"
 
+    f, s, q = pooled("feature"), pooled("service"), pooled("quality")
+    bins_w = repool_weight(find("bin_proportions", "feature"), "feature")  # present values
+
     def service_and_features(c):
         d.service_t = c.query(
-            f"""SELECT {t}, model_version, {wavg("latency_p95", "requests")} AS p95_, {wavg("latency_p99", "requests")} AS p99_,
-                       sum(errors) / nullIf(sum(requests), 0) AS err_, sum(requests) AS req_
+            f"""SELECT {t}, model_version, {s("latency_p95")} AS p95_, {s("latency_p99")} AS p99_,
+                       {s("error_rate")} AS err_, {s("requests")} AS req_
                 FROM {database}.service_series_{g} WHERE {rng}
                 GROUP BY t, model_version ORDER BY model_version, t""",
             parameters=params,
         ).result_rows
         d.feature_t = c.query(
-            f"""SELECT {t}, model_version, feature, {wavg("psi", "minutes")} AS psi_, {wavg("ks", "minutes")} AS ks_
+            f"""SELECT {t}, model_version, feature, {f("psi")} AS psi_, {f("ks")} AS ks_
                 FROM {database}.feature_series_{g} WHERE {rng} AND segment = '*'
                 GROUP BY t, model_version, feature ORDER BY model_version, feature, t""",
             parameters=params,
         ).result_rows
         d.features = c.query(
-            f"""SELECT model_version, feature, any(feature_type), {wavg("psi", "minutes")}, max(psi_max), max(ks_max),
-                       sum(missing) / nullIf(sum(events), 0),
-                       sum(outliers) / nullIf(sumIf(present, outlier_rate IS NOT NULL), 0),
-                       {wavg("unseen_rate", "present")},
-                       sumForEach(arrayMap(p -> p * present, bin_proportions)), sumIf(present, length(bin_proportions) > 0)
+            f"""SELECT model_version, feature, any(feature_type), {f("psi")}, {f("psi_max")}, {f("ks_max")},
+                       {f("missing_rate")}, {f("outlier_rate")}, {f("unseen_rate")},
+                       sumForEach(arrayMap(p -> p * {bins_w}, bin_proportions)),
+                       sumIf({bins_w}, length(bin_proportions) > 0)
                 FROM {database}.feature_series_{g} WHERE {rng} AND segment = '*'
                 GROUP BY model_version, feature ORDER BY model_version, feature""",
             parameters=params,
@@ -98,22 +103,21 @@ def load(url: str, database: str, model: str, start: datetime, end: datetime, gr
 
     def quality(c):
         d.quality_t = c.query(
-            f"""SELECT {t}, model_version, {wavg("accuracy", "scored")} AS acc_, {wavg("ctr", "labelled")} AS ctr_,
-                       {wavg("conversion_rate", "labelled")} AS conv_
+            f"""SELECT {t}, model_version, {q("accuracy")} AS acc_, {q("ctr")} AS ctr_,
+                       {q("conversion_rate")} AS conv_
                 FROM {database}.quality_series_{g} WHERE {rng} AND segment = '*'
                 GROUP BY t, model_version ORDER BY model_version, t""",
             parameters=params,
         ).result_rows
         d.segments = c.query(
-            f"""SELECT segment, model_version, sum(predictions), sum(labelled) / nullIf(sum(predictions), 0),
-                       {wavg("accuracy", "scored")}, {wavg("precision", "scored")}, {wavg("recall", "scored")},
-                       {wavg("f1", "scored")}, {wavg("ece", "scored")}
+            f"""SELECT segment, model_version, {q("predictions")}, {q("label_coverage")},
+                       {q("accuracy")}, {q("precision")}, {q("recall")}, {q("f1")}, {q("ece")}
                 FROM {database}.quality_series_{g} WHERE {rng}
                 GROUP BY segment, model_version ORDER BY segment = '*' DESC, segment, model_version""",
             parameters=params,
         ).result_rows
         d.segment_t = c.query(
-            f"""SELECT {t}, model_version, segment, {wavg("accuracy", "scored")} AS acc_
+            f"""SELECT {t}, model_version, segment, {q("accuracy")} AS acc_
                 FROM {database}.quality_series_{g} WHERE {rng} AND segment != '*'
                 GROUP BY t, model_version, segment ORDER BY model_version, segment, t""",
             parameters=params,
