@@ -94,7 +94,7 @@ def overall(stats: dict) -> dict:
 @pytest.fixture(scope="module")
 def data(contract):
     regions = ["eu", "us", "apac"]
-    events = {m: quality_events(m, 400, seed, regions) for m, seed in [("shop", 1), ("multi", 2), ("reg", 3)]}
+    events = {m: quality_events(m, 250, seed, regions) for m, seed in [("shop", 1), ("multi", 2), ("reg", 3)]}
     return {m: (evs, quality_rows(contract, evs)) for m, evs in events.items()}
 
 

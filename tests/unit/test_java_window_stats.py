@@ -227,13 +227,13 @@ def assert_same(a, b, path="", rel=1e-12):
 @pytest.fixture(scope="module")
 def shop(contract):
     """Six regions: the cap is reached."""
-    return packed_of(contract, shop_events(contract, 300, seed=5, regions=REGIONS))
+    return packed_of(contract, shop_events(contract, 200, seed=5, regions=REGIONS))
 
 
 @pytest.fixture(scope="module")
 def shop_under_cap(contract):
     """As many regions as the cap: every value keeps its segment."""
-    return packed_of(contract, shop_events(contract, 200, seed=6, regions=REGIONS[:MAX_SEGMENT_VALUES]))
+    return packed_of(contract, shop_events(contract, 150, seed=6, regions=REGIONS[:MAX_SEGMENT_VALUES]))
 
 
 def random_parts(rng: random.Random, items: list) -> list[list]:
@@ -308,7 +308,7 @@ def test_ks_from_the_java_cells_is_scipy_ks_2samp(contract, shop):
     assert checked == 2
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_merge_of_partial_accumulators_is_one_accumulator_over_all_input(contract, shop_under_cap, seed):
     """Random splits, no segment cap reached: merging the parts' accumulators (into the first, or into an
     empty one) equals one accumulator over all the input."""
@@ -328,7 +328,7 @@ def test_merge_of_partial_accumulators_is_one_accumulator_over_all_input(contrac
         assert_same(by_segment(json.loads(fn.getValue(empty))), single, rel=1e-9)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_merge_keeps_the_segment_cap(contract, shop, seed):
     """Random splits with more region values than the cap: the merged accumulator has at most the cap's
     values per dimension plus (other), loses no event, and each segment holds exactly the events the
