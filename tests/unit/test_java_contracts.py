@@ -15,8 +15,10 @@ import re
 import struct
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 from py4j.java_gateway import get_field
 from py4j.protocol import Py4JJavaError
 
@@ -25,7 +27,16 @@ import mlvigil.quality
 from mlvigil.catalog import compile_catalog, encode_catalog
 from mlvigil.categories import category_text
 from mlvigil.config import parse_config
-from tests.java_gateway import DEVICE_VALUES, feature_event, label_event, now_ms, prediction_event, row_dict, unpack
+from tests.java_gateway import (
+    DEVICE_VALUES,
+    JavaUdfs,
+    feature_event,
+    label_event,
+    now_ms,
+    prediction_event,
+    row_dict,
+    unpack,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = json.loads((ROOT / "tests" / "category_text_cases.json").read_text())["cases"]
@@ -46,8 +57,7 @@ def test_category_text_python(case):
     value = json.loads(case["json"])
     assert category_text(value) == case["text"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        import numpy as np  # a profile built from a DataFrame sees numpy scalars
-
+        # a profile built from a DataFrame sees numpy scalars
         assert category_text(np.float64(value)) == case["text"]
         if isinstance(value, int) and abs(value) < 2**63:
             assert category_text(np.int64(value)) == case["text"]
@@ -115,8 +125,6 @@ def test_positive_label_in_the_config_is_the_stream_text(contract):
         assert cfg.models["shop"].positive_label == case["text"]
         if not isinstance(value, (str, bool)) and abs(value) > 1e100:
             continue  # an absurd label value: dead letter
-        from tests.java_gateway import JavaUdfs
-
         java = JavaUdfs(contract.java.gateway, encode_catalog(compile_catalog(cfg)))
         pred = row_dict(java.parse(_raw_event(prediction_event(), "predicted_label", case["json"]), "predictions", now))
         lab = row_dict(java.parse(_raw_event(label_event(), "label", case["json"]), "labels", now))
@@ -335,8 +343,6 @@ def python_reads(contract, name: str, stream: str, stats_json: str, monkeypatch)
 
 @pytest.mark.parametrize("name", ["window_stats", "quality_stats"])
 def test_stats_schema_is_what_java_writes_and_python_reads(contract, name, monkeypatch):
-    from jsonschema import Draft202012Validator
-
     schema = json.loads((SCHEMAS / f"{name}.v1.json").read_text())
     Draft202012Validator.check_schema(schema)
     keys = schema_keys(schema)

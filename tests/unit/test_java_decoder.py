@@ -172,13 +172,21 @@ def expected_packing(contract, event: dict, stream: str) -> dict:
             text = category_text(v)
             values.append(("category", col["categories"].index(text) if text in col["categories"] else -1))
     return {"profile": index, "stream": 0 if stream == "features" else 1,
-            "segments": [None if segs.get(d) is None else category_text(segs[d]) for d in dims], "values": values}  # fmt: skip
+            "segments": [segment_text(segs.get(d)) for d in dims], "values": values}  # fmt: skip
+
+
+def segment_text(value) -> str | None:
+    """A segment value as the event's JSON spells it: not category text (1.0 and 1 are two segments)."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 PACKING_CASES = [
     ("features", feature_event()),
     ("features", feature_event(segments={"region": "日本", "tier": None})),
     ("features", feature_event(segments={"region": 7, "tier": True})),
+    ("features", feature_event(segments={"region": 1.0, "tier": 2.5e-7})),
     ("features", feature_event(segments=None, features={"x": -0.0, "y": 2.5, "device": 1e23})),
     ("features", feature_event(features={"x": 0.0, "device": True, "unmonitored": [1, 2]})),
     ("features", feature_event(features={"x": None, "y": -1, "device": 3.0})),
