@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mlvigil.categories import category_text
 from mlvigil.profile import load_profile
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -87,15 +88,6 @@ def kafka_env_references(props: dict[str, str]) -> dict[str, str]:
 
 
 TASKS = ("classification", "regression")
-
-
-def category_text(value: Any) -> str:
-    """A label as the job compares it: booleans true/false, integral numbers without '.0'."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return str(value)
 
 
 @dataclass

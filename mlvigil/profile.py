@@ -19,11 +19,12 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mlvigil.categories import category_text
 
 PROFILE_SCHEMA = "mlvigil.reference_profile/v1"
 DEFAULT_BINS = 10
@@ -34,46 +35,6 @@ CAL_BINS = 10  # QualityStatsFunction.CAL_BINS
 QUALITY_REFERENCE_METRICS = ("accuracy", "precision", "recall", "f1", "ece", "mean_prediction", "mean_observed")
 """quality_metrics columns a profile's reference_quality keeps (plus score_std): AlertInput adds
 each as ``<metric>_reference`` to the job's quality rows."""
-
-
-def category_text(value: Any) -> str:
-    """The text a categorical value is compared by; must match ParseEventFunction.categoryText.
-
-    The stream sees every JSON number as a Java double: integral values below 1e15 become their
-    integer text ("3"), anything else Java's Double.toString ("2.5", "1.0E-4", "1.23456785E7").
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)) and abs(int(value)) < 10**15:
-        return str(int(value))
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        f = float(value)
-        if math.isfinite(f) and f == math.floor(f) and abs(f) < 1e15:
-            return str(int(f))
-        return _java_double_text(f)
-    return str(value)
-
-
-def _java_double_text(f: float) -> str:
-    """Java's Double.toString (JDK 19+: the shortest digits that round-trip, as Python's repr)."""
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "Infinity" if f > 0 else "-Infinity"
-    if f == 0:
-        return "-0.0" if math.copysign(1.0, f) < 0 else "0.0"
-    sign = "-" if f < 0 else ""
-    # f == 0.<digits> * 10**point, with repr's shortest digits and no trailing zeros.
-    t = Decimal(repr(abs(f))).normalize().as_tuple()
-    digits = "".join(map(str, t.digits))
-    point = len(digits) + t.exponent
-    if 1e-3 <= abs(f) < 1e7:
-        if point <= 0:
-            return sign + "0." + "0" * -point + digits
-        if point >= len(digits):
-            return sign + digits + "0" * (point - len(digits)) + ".0"
-        return sign + digits[:point] + "." + digits[point:]
-    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{point - 1}"
 
 
 def _is_missing(v: Any) -> bool:

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from mlvigil import synth
 from mlvigil.catalog import MAX_EVENT_AGE_MS, REASON_CODES, catalog_key, compile_catalog, encode_catalog
 from mlvigil.config import parse_config
-from mlvigil.jars import UDF_JAR
 from mlvigil.profile import build_profile, save_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,17 +72,6 @@ def _catalog(tmp: Path, **limits) -> str:
         models[m] = {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(tmp / f"{m}.json")}}
     raw = {"models": models, "limits": {"max_message_bytes": MAX_MESSAGE, "max_features": MAX_FEATURES, **limits}}
     return encode_catalog(compile_catalog(parse_config(raw)))
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    from pyflink.java_gateway import get_gateway
-    from pyflink.util.java_utils import add_jars_to_context_class_loader
-
-    assert UDF_JAR.exists(), "build the UDF jar: bash udfs/java/build.sh"
-    gw = get_gateway()
-    add_jars_to_context_class_loader([UDF_JAR.as_uri()])
-    return gw
 
 
 @pytest.fixture(scope="module")

@@ -151,7 +151,7 @@ def test_categorical_numbers_merge_by_text():
         (2.5, "2.5"),
         ("ios", "ios"),
         ("3.0", "3.0"),
-        # Java's Double.toString, as the stream computes it (outputs checked with JDK 17):
+        # other numbers: the shortest digits in Double.toString's layout (mlvigil.categories, any JDK):
         (0.001, "0.001"),
         (0.0001, "1.0E-4"),
         (-2.5e-7, "-2.5E-7"),

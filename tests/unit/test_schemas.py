@@ -39,7 +39,9 @@ def readme_examples() -> list[tuple[str, dict]]:
 
 
 def test_schema_files_exist():
-    assert SCHEMA_FILES == sorted(EVENT_SCHEMAS + ["reference_profile.v1.json"])
+    assert SCHEMA_FILES == sorted(
+        EVENT_SCHEMAS + ["reference_profile.v1.json", "window_stats.v1.json", "quality_stats.v1.json"]
+    )
 
 
 @pytest.mark.parametrize("name", SCHEMA_FILES)

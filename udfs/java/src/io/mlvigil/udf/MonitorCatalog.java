@@ -123,7 +123,7 @@ public final class MonitorCatalog {
         /** Category text of the positive class (binary classification), or null (multi-class). */
         public String positiveLabel;
         /** Binary: a prediction without predicted_label is positive when score >= threshold. */
-        public double threshold = 0.5;
+        public double threshold;
 
         Model(String id, String[] segments) {
             this.id = id;
@@ -161,15 +161,17 @@ public final class MonitorCatalog {
     private static final Map<String, MonitorCatalog> BY_KEY = new ConcurrentHashMap<>();
 
     private MonitorCatalog(JsonNode root) {
-        windowMs = root.path("window_ms").asLong(60_000L);
-        minEventMs = root.path("min_event_ms").asLong(946_684_800_000L);
-        maxFutureMs = root.path("max_future_ms").asLong(86_400_000L);
-        maxLatencyMs = root.path("max_latency_ms").asDouble(3_600_000.0);
-        maxSegmentValues = root.path("max_segment_values").asInt(100);
-        maxMessageBytes = root.path("max_message_bytes").asInt(1 << 20);
-        maxFeatures = root.path("max_features").asInt(1000);
-        maxEventAgeMs = root.path("max_event_age_ms").asLong(0L);
-        deadLetterPrefixBytes = root.path("dead_letter_prefix_bytes").asInt(4096);
+        // No defaults here: mlvigil.catalog.compile_catalog always sends every field (one definition
+        // of each limit, in Python), and a catalog without one is a bug that must not run quietly.
+        windowMs = required(root, "window_ms").asLong();
+        minEventMs = required(root, "min_event_ms").asLong();
+        maxFutureMs = required(root, "max_future_ms").asLong();
+        maxLatencyMs = required(root, "max_latency_ms").asDouble();
+        maxSegmentValues = required(root, "max_segment_values").asInt();
+        maxMessageBytes = required(root, "max_message_bytes").asInt();
+        maxFeatures = required(root, "max_features").asInt();
+        maxEventAgeMs = required(root, "max_event_age_ms").asLong();
+        deadLetterPrefixBytes = required(root, "dead_letter_prefix_bytes").asInt();
         JsonNode ps = root.get("profiles");
         for (int i = 0; i < ps.size(); i++) {
             profiles.add(new Profile(i, ps.get(i)));
@@ -177,17 +179,17 @@ public final class MonitorCatalog {
         JsonNode ms = root.get("models");
         ms.fieldNames().forEachRemaining(id -> {
             JsonNode m = ms.get(id);
-            JsonNode segs = m.path("segments");
+            JsonNode segs = required(m, "segments");
             String[] segNames = new String[segs.size()];
             for (int i = 0; i < segNames.length; i++) {
                 segNames[i] = segs.get(i).asText();
             }
             Model model = new Model(id, segNames);
-            model.regression = "regression".equals(m.path("task").asText("classification"));
-            JsonNode pos = m.path("positive_label");
-            model.positiveLabel = pos.isNull() || pos.isMissingNode() ? null : pos.asText();
-            model.threshold = m.path("threshold").asDouble(0.5);
-            JsonNode versions = m.get("versions");
+            model.regression = "regression".equals(required(m, "task").asText());
+            JsonNode pos = required(m, "positive_label");
+            model.positiveLabel = pos.isNull() ? null : pos.asText();
+            model.threshold = required(m, "threshold").asDouble();
+            JsonNode versions = required(m, "versions");
             versions.fieldNames().forEachRemaining(v -> {
                 Profile p = profiles.get(versions.get(v).asInt());
                 if ("*".equals(v)) {
@@ -198,6 +200,16 @@ public final class MonitorCatalog {
             });
             models.put(id, model);
         });
+    }
+
+    /** The field, or a loud error: the catalog is compiled by mlvigil.catalog, never written by hand. */
+    private static JsonNode required(JsonNode node, String field) {
+        JsonNode v = node.get(field);
+        if (v == null) {
+            throw new IllegalStateException("the mlvigil catalog has no field " + field
+                    + " (it is compiled by mlvigil.catalog.compile_catalog, which sends every field)");
+        }
+        return v;
     }
 
     public static MonitorCatalog fromContext(FunctionContext context) {

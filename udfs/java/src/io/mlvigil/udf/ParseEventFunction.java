@@ -1,5 +1,8 @@
 package io.mlvigil.udf;
 
+import java.math.BigDecimal;
+import java.math.MathContext;
+import java.math.RoundingMode;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
@@ -203,8 +206,12 @@ public class ParseEventFunction extends TableFunction<Row> {
         return null;
     }
 
-    /** Category text: strings as they are, integral numbers without ".0", booleans lower case. */
-    static String categoryText(Object v) {
+    /**
+     * Category text: strings as they are, booleans lower case, integral numbers below 1e15 without
+     * ".0", any other number as numberText. mlvigil.categories.category_text is the Python side of
+     * this definition; tests/category_text_cases.json holds the cases both are tested with.
+     */
+    public static String categoryText(Object v) {
         if (v instanceof String) {
             return (String) v;
         }
@@ -216,9 +223,54 @@ public class ParseEventFunction extends TableFunction<Row> {
             if (d == Math.rint(d) && Math.abs(d) < 1e15) {
                 return Long.toString((long) d);
             }
-            return Double.toString(d);
+            return numberText(d);
         }
         return null;
+    }
+
+    /**
+     * A double laid out as Double.toString does (plain for 1e-3 <= |d| < 1e7, else d.dddE-n), with
+     * the fewest significant digits that read back as d, the closest to d among them (Python's
+     * repr). Not Double.toString itself: JDK 17 sometimes prints a digit more (1e23 as
+     * 9.999999999999999E22; JDK 19 changed the algorithm), so the text would depend on the JVM
+     * and differ from the reference profile's categories, which Python computes.
+     */
+    static String numberText(double d) {
+        if (Double.isNaN(d) || Double.isInfinite(d) || d == 0) {
+            return Double.toString(d);
+        }
+        BigDecimal exact = new BigDecimal(d);
+        BigDecimal best = null;
+        // Any p-digit decimal that reads back as d lies between d and one of its two p-digit neighbours.
+        for (int p = 1; best == null; p++) {
+            BigDecimal down = exact.round(new MathContext(p, RoundingMode.FLOOR));
+            BigDecimal up = exact.round(new MathContext(p, RoundingMode.CEILING));
+            boolean downOk = down.doubleValue() == d;
+            boolean upOk = up.doubleValue() == d;
+            if (downOk && upOk) {
+                best = exact.subtract(down).compareTo(up.subtract(exact)) <= 0 ? down : up;
+            } else if (downOk) {
+                best = down;
+            } else if (upOk) {
+                best = up;
+            }
+        }
+        best = best.stripTrailingZeros();
+        String digits = best.unscaledValue().abs().toString();
+        int point = digits.length() - best.scale(); // d = 0.digits * 10^point
+        String sign = d < 0 ? "-" : "";
+        double a = Math.abs(d);
+        if (a >= 1e-3 && a < 1e7) {
+            if (point <= 0) {
+                return sign + "0." + "0".repeat(-point) + digits;
+            }
+            if (point >= digits.length()) {
+                return sign + digits + "0".repeat(point - digits.length()) + ".0";
+            }
+            return sign + digits.substring(0, point) + "." + digits.substring(point);
+        }
+        String rest = digits.length() > 1 ? digits.substring(1) : "0";
+        return sign + digits.charAt(0) + "." + rest + "E" + (point - 1);
     }
 
     private static String kind(Object v) {

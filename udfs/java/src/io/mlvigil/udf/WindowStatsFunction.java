@@ -200,9 +200,15 @@ public class WindowStatsFunction extends AggregateFunction<String, WindowStatsFu
             }
             acc.events += o.events;
             for (Map.Entry<String, Seg> e : o.segs.entrySet()) {
-                Seg mine = acc.segs.get(e.getKey());
+                // The cardinality cap holds for merged accumulators too (as in QualityStatsFunction).
+                String key = e.getKey();
+                if (!"*".equals(key)) {
+                    key = SegmentKeys.capped(key.substring(0, key.indexOf('=')), key, acc.segs, acc.distinct,
+                            catalog.maxSegmentValues);
+                }
+                Seg mine = acc.segs.get(key);
                 if (mine == null) {
-                    acc.segs.put(e.getKey(), e.getValue());
+                    acc.segs.put(key, e.getValue());
                     continue;
                 }
                 mine.events += e.getValue().events;
