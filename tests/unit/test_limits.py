@@ -3,7 +3,6 @@
 import hashlib
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,6 @@ from mlvigil.catalog import MAX_EVENT_AGE_MS, compile_catalog
 from mlvigil.config import parse_config
 from mlvigil.profile import build_profile, save_profile
 from mlvigil.writer import dead_letter_json
-
 
 
 @pytest.fixture(scope="module")
