@@ -42,7 +42,11 @@ def build_udf_jar(out: Path) -> None:
             "apt-get install openjdk-17-jdk-headless); none on PATH"
         )
     python = os.environ.get("MLVIGIL_PYTHON", sys.executable)
-    has_pyflink = subprocess.run([python, "-c", "import pyflink"], capture_output=True).returncode == 0
+    env = dict(os.environ, MLVIGIL_PYTHON=python)
+    if "MLVIGIL_PYTHON" in os.environ:
+        # pip's isolated build sets PYTHONPATH to hide every site-packages: not from that Python's own.
+        env.pop("PYTHONPATH", None)
+    has_pyflink = subprocess.run([python, "-c", "import pyflink"], env=env, capture_output=True).returncode == 0
     if not has_pyflink:
         sys.exit(
             f"mlvigil: building the UDF jar needs PyFlink's jars, and {python} has no pyflink. Build with "
@@ -51,7 +55,7 @@ def build_udf_jar(out: Path) -> None:
         )
     subprocess.run(
         ["bash", str(HERE / "udfs" / "java" / "build.sh"), str(out.resolve())],
-        env=dict(os.environ, MLVIGIL_PYTHON=python),
+        env=env,
         check=True,
     )
 
