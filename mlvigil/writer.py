@@ -33,7 +33,7 @@ from mlvigil.flush_schedule import FlushSchedule
 from mlvigil.health import HealthCounters
 from mlvigil.quality import QUALITY_COLUMNS, quality_rows
 
-log = logging.getLogger("mlvigil.writer")
+log = logging.getLogger(__name__)
 
 
 def _utc(dt: datetime | None) -> datetime | None:

@@ -38,7 +38,7 @@ from mlvigil.alerting import formats
 from mlvigil.alerting.engine import Notification
 from mlvigil.alerting.rules import Receiver
 
-log = logging.getLogger("mlvigil.alerting.delivery")
+log = logging.getLogger(__name__)
 # urllib3 logs each request line at DEBUG, with the webhook's path and query: its token
 # (clickhouse_connect, when imported, already sets "urllib3" to WARNING; this holds without it).
 logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
