@@ -598,4 +598,3 @@ def delivery_options(alerting: dict | str | None) -> dict:
         "queue_size": int(raw.get("queue_size", 1000)),
         "connect_timeout_s": duration_ms(raw.get("connect_timeout", "5s")) / 1000,
     }
-
