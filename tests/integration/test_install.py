@@ -8,6 +8,7 @@ drift caught, an alert delivered to its webhook, invalid events dead-lettered wi
 import base64
 import hashlib
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,7 +26,10 @@ DRIFTING = ("age", "browsing_duration")  # what the demo's traffic shifts in rec
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory):
-    return installed_venv(tmp_path_factory)
+    t0 = time.monotonic()
+    venv = installed_venv(tmp_path_factory)
+    print(f"\nwheel built and installed in {time.monotonic() - t0:.1f} s")
+    return venv
 
 
 def connector_index(folder: Path) -> Path:
@@ -101,12 +105,15 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_demo_from_any_folder(installed
 
     # fetch-jars goes through pip (here an offline index folder) into the user cache.
     index = connector_index(tmp_path / "index")
-    fetched = installed.run([mlvigil, "fetch-jars"], elsewhere, 300, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(index), **cache)
+    fetched = installed.run(
+        [mlvigil, "fetch-jars"], elsewhere, 300, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(index), **cache
+    )
     assert fetched.returncode == 0, fetched.stderr
     cached = tmp_path / "cache" / "mlvigil" / "flink-jars"
     for jar, original in zip(CONNECTOR_JARS, connector_jars(), strict=True):
         assert (cached / jar).read_bytes() == original.read_bytes()
 
+    t0 = time.monotonic()
     demo = installed.run(
         [mlvigil, "demo", "--workdir", "demo", "--minutes", str(DEMO["minutes"]),
          "--per-minute", str(DEMO["per_minute"]), "--drift-minute", str(DEMO["drift_minute"])],
@@ -115,6 +122,7 @@ def test_wheel_installed_in_a_fresh_venv_runs_the_demo_from_any_folder(installed
     job_log = elsewhere / "demo" / "job.log"
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:] + job_log.read_text()[-3000:]
     out = demo.stdout
+    print(f"\nmlvigil demo from the wheel: {time.monotonic() - t0:.1f} s")
 
     # Drift caught: the drifting features above the PSI threshold from the drift minute on, and
     # nothing above it before.
