@@ -17,9 +17,16 @@ def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_fetch_jars(args: argparse.Namespace, rest: list[str]) -> int:
-    from mlvigil.jars import fetch_connector_jars
+    import subprocess
 
-    for jar in fetch_connector_jars(Path(args.dest) if args.dest else None):
+    from mlvigil.jars import CONNECTOR_WHEEL, fetch_connector_jars
+
+    try:
+        jars = fetch_connector_jars(Path(args.dest) if args.dest else None)
+    except subprocess.CalledProcessError:
+        print(f"mlvigil fetch-jars: pip could not download {CONNECTOR_WHEEL} (its message is above)", file=sys.stderr)
+        return 1
+    for jar in jars:
         print(f"fetched {jar}")
     return 0
 
