@@ -213,9 +213,9 @@ def build(
         declare_source(t_env, cfg, stream, encoded_catalog, stop_offsets, source_files)
         execute_statements(t_env, "025_parsed.sql", stream=stream)
     outputs = job_outputs(t_env, cfg, quality)
-    finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
 
     dead_letters_to_kafka(outputs, cfg)
+    finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
     alerting = alerting_config(cfg)
     if alerting is not None:
         alerts(finished, cfg, catalog, alerting)
