@@ -441,7 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     if restore:
         log.info("restoring from checkpoint %s", restore)
     env = build(cfg, parse_stop_offsets(args.stop_offsets), files, restore)
-    log.info("starting job: models %s, ClickHouse %s", sorted(cfg.models), clickhouse.redact(cfg.clickhouse_url))
+    log.info(
+        "starting job: models %s, ClickHouse %s, mlvigil from %s",
+        sorted(cfg.models),
+        clickhouse.redact(cfg.clickhouse_url),
+        package_file(),
+    )
     result = env.execute("mlvigil-monitor")
     leftovers = write_leftovers()  # the end of a bounded run: see ClickHouseWriter
     if leftovers:  # printed: in local mode the Python workers own the logging handlers by now

@@ -82,7 +82,7 @@ write_conf() {
   cp -r "$pyflink/conf" "$FLINK_CONF_DIR"
   # mlvigil's log4j files: the wheel's, with the loggers that print the Python workers'
   # environment (secrets included) turned down (see conf/log4j.properties).
-  cp "$("$python" -m mlvigil path conf)"/log4j*.properties "$FLINK_CONF_DIR"/
+  cp "$("$python" -P -m mlvigil path conf)"/log4j*.properties "$FLINK_CONF_DIR"/
   mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$work/tmp"
   # The wheel's config.yaml (JVM options etc.), flattened, with this cluster's settings on top.
   "$python" - "$FLINK_CONF_DIR/config.yaml" <<PY
@@ -168,6 +168,9 @@ cmd_submit() {
   done
   [ $# -gt 0 ] && shift  # the "--"
   cd "$root"
+  # The client runs the job as `python -m <module>` from here: without the working directory on
+  # sys.path (PYTHONSAFEPATH), so this checkout cannot shadow the mlvigil MLVIGIL_PYTHON has installed.
+  export PYTHONSAFEPATH=1
   local job package
   job=$("$python" -m mlvigil path job)
   package=$("$python" -m mlvigil path package)
