@@ -175,6 +175,7 @@ cmd_submit() {
   job=$("$python" -m mlvigil path job)
   package=$("$python" -m mlvigil path package)
   echo "cluster: submitting $job" >&2
+  echo "cluster: shipping $package to the Python workers (-pyfs)" >&2
   # -pyfs adds a shipped directory itself to the workers' PYTHONPATH (not its parent), so the
   # package goes as a zip holding mlvigil/ (unpacked to a dir that is put on PYTHONPATH).
   mkdir -p "$work/pyfs"

@@ -152,11 +152,14 @@ def test_cluster_run_matches_embedded_run(broker, topics, tmp_path, installed):
         out = submit_log.read_text()
         tail = "\n".join(out.splitlines()[-60:])
         assert submitted.returncode == 0, f"flink run exited {submitted.returncode}:\n{tail}"
-        # The client ran the installed package's job, with that package (not the checkout's).
+        # The client ran the installed package's job, with that package as shipped by -pyfs (which
+        # flink run puts first on the client's path too), not the checkout's.
         (job_file,) = re.findall(r"^cluster: submitting (\S+)$", out, re.MULTILINE)
+        (shipped,) = re.findall(r"^cluster: shipping (\S+) to the Python workers", out, re.MULTILINE)
         (client_package,) = re.findall(r"starting job: .*, mlvigil from (\S+)$", out, re.MULTILINE)
-        assert Path(job_file).is_relative_to(installed.root), job_file
-        assert Path(client_package).is_relative_to(installed.root), client_package
+        assert Path(job_file).is_relative_to(installed.root) and Path(shipped).is_relative_to(installed.root)
+        assert not Path(client_package).is_relative_to(ROOT), client_package
+        assert (Path(client_package) / "jobs" / "monitor.py").read_bytes() == Path(job_file).read_bytes()
         status = _cluster(["status"], env, 60)
         # The job really ran on the cluster, and finished there.
         assert "mlvigil-monitor FINISHED" in status.stdout, status.stdout
