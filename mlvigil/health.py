@@ -24,7 +24,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from mlvigil.alert_operators import END_OF_INPUT
 
-log = logging.getLogger("mlvigil.health")
+log = logging.getLogger(__name__)
 
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 TOTAL = "*"

@@ -30,7 +30,6 @@ PROFILE_SCHEMA = "mlvigil.reference_profile/v1"
 DEFAULT_BINS = 10
 DEFAULT_KS_QUANTILES = 100
 DEFAULT_MAX_CATEGORIES = 50
-PREDICTION_COLUMNS = ("score", "predicted_label")
 CAL_BINS = 10  # QualityStatsFunction.CAL_BINS
 QUALITY_REFERENCE_METRICS = ("accuracy", "precision", "recall", "f1", "ece", "mean_prediction", "mean_observed")
 """quality_metrics columns a profile's reference_quality keeps (plus score_std): AlertInput adds

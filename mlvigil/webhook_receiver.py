@@ -91,11 +91,8 @@ class WebhookReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def release(self) -> None:
-        """Let hanging requests go (unanswered); later "hang" answers hang again after reset_hang()."""
+        """Let hanging requests go (unanswered), and every later "hang" answer too."""
         self._release.set()
-
-    def reset_hang(self) -> None:
-        self._release.clear()
 
     def start(self) -> "WebhookReceiver":
         if self.server is None:

@@ -33,7 +33,7 @@ from mlvigil.flush_schedule import FlushSchedule
 from mlvigil.health import HealthCounters
 from mlvigil.quality import QUALITY_COLUMNS, quality_rows
 
-log = logging.getLogger("mlvigil.writer")
+log = logging.getLogger(__name__)
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -162,7 +162,6 @@ class ClickHouseWriter(KeyedProcessFunction):
         self.schedule = FlushSchedule(self.flush_interval_ms)
         self.unwritten: list = []  # what this instance accepted since its last write
         self.lock = threading.Lock()
-        self.written = 0
         self._exported = clickhouse.StoreHealth()  # what the metrics below have been told so far
         metrics = ctx.get_metrics_group()
         self.metrics = None
@@ -225,7 +224,6 @@ class ClickHouseWriter(KeyedProcessFunction):
             clickhouse.run(self.url, write, give_up, what=f"the writer ({n} rows)")
         finally:
             self._export_metrics(n - sum(len(r) for r in left.values()))
-        self.written += n
         log.info("wrote %d rows (%s)", n, ", ".join(f"{t}: {len(r)}" for t, r in sorted(by_table.items())))
         return n
 

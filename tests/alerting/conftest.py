@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mlvigil.alert_operators import AlertInput, engine_columns
+from mlvigil.alert_operators import AlertInput
 from mlvigil.alerting import AlertEngine
 from mlvigil.catalog import compile_catalog
 from mlvigil.config import parse_config
 from mlvigil.profile import build_profile, save_profile
-from mlvigil.quality import QUALITY_COLUMNS
+from mlvigil.writer import COLUMNS
 
 MIN = 60_000
 MODEL, VERSION = "recsys", "v2"
@@ -45,8 +45,7 @@ def reference_input() -> AlertInput:
     _KEEP.append(tmp)
     save_profile(profile, Path(tmp.name) / "profile.json")
     raw = {"models": {MODEL: {"profiles": {VERSION: str(Path(tmp.name) / "profile.json")}, "positive_label": 1}}}
-    columns = {**engine_columns(), "quality_metrics": QUALITY_COLUMNS}
-    alert_input = AlertInput(compile_catalog(parse_config(raw)), columns)
+    alert_input = AlertInput(compile_catalog(parse_config(raw)), COLUMNS)  # the job's columns
     alert_input.open(None)
     return alert_input
 

@@ -1,5 +1,6 @@
-"""The job submitted to a Flink standalone cluster (`flink run -py`, via scripts/cluster.sh)
-writes the same rows as the embedded run (`python jobs/monitor.py`).
+"""The job submitted to a Flink standalone cluster (`flink run -py`, via scripts/cluster.sh) from
+mlvigil installed as a wheel in a fresh venv (tests/integration/installed.py) writes the same
+rows as the embedded run from the checkout (`python jobs/monitor.py`).
 
 Both runs read the same topics, bounded by the same stop offsets, into separate chDB
 directories; every metric row must match (floats within 1e-12), computed_at/received_at aside.
@@ -9,19 +10,21 @@ work dir, so it collides with nothing else on the machine.
 
 import json
 import math
-import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 
 from mlvigil import clickhouse, synth
 from mlvigil.broker import produce
+from mlvigil.jars import connector_jars
 from mlvigil.profile import build_profile, save_profile
 
 from ..conftest import ROOT, JobProcess
+from .installed import installed_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 MIN = 60_000
@@ -80,7 +83,12 @@ def _cluster(args: list[str], env: dict, timeout: float, log=None) -> subprocess
     )
 
 
-def test_cluster_run_matches_embedded_run(broker, topics, tmp_path):
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    return installed_venv(tmp_path_factory)
+
+
+def test_cluster_run_matches_embedded_run(broker, topics, tmp_path, installed):
     t0 = time.monotonic()
     start = (int(time.time() * 1000) // MIN - 10) * MIN
     cfg_models = {}
@@ -119,8 +127,15 @@ def test_cluster_run_matches_embedded_run(broker, topics, tmp_path):
         job.kill()
     t_embedded = time.monotonic()
 
-    # B: the same job on a standalone cluster, submitted with flink run -py.
-    env = dict(os.environ, MLVIGIL_CLUSTER_DIR=str(tmp_path / "cluster"), MLVIGIL_FLINK_REST_PORT="0")
+    # B: the same job on a standalone cluster, submitted with flink run -py from the installed
+    # wheel (its Python runs the client and the workers); the connector jars named by
+    # MLVIGIL_FLINK_JARS, as on a machine without a checkout.
+    env = installed.env(
+        MLVIGIL_CLUSTER_DIR=str(tmp_path / "cluster"),
+        MLVIGIL_FLINK_REST_PORT="0",
+        MLVIGIL_PYTHON=str(installed.python),
+        MLVIGIL_FLINK_JARS=str(connector_jars()[0].parent),
+    )
     submit_log = tmp_path / "submit.log"
     try:
         started = _cluster(["start"], env, 300)
@@ -137,6 +152,14 @@ def test_cluster_run_matches_embedded_run(broker, topics, tmp_path):
         out = submit_log.read_text()
         tail = "\n".join(out.splitlines()[-60:])
         assert submitted.returncode == 0, f"flink run exited {submitted.returncode}:\n{tail}"
+        # The client ran the installed package's job, with that package as shipped by -pyfs (which
+        # flink run puts first on the client's path too), not the checkout's.
+        (job_file,) = re.findall(r"^cluster: submitting (\S+)$", out, re.MULTILINE)
+        (shipped,) = re.findall(r"^cluster: shipping (\S+) to the Python workers", out, re.MULTILINE)
+        (client_package,) = re.findall(r"starting job: .*, mlvigil from (\S+)$", out, re.MULTILINE)
+        assert Path(job_file).is_relative_to(installed.root) and Path(shipped).is_relative_to(installed.root)
+        assert not Path(client_package).is_relative_to(ROOT), client_package
+        assert Path(client_package).parts[-2:] == ("mlvigil", "mlvigil"), client_package  # mlvigil.zip, unpacked
         status = _cluster(["status"], env, 60)
         # The job really ran on the cluster, and finished there.
         assert "mlvigil-monitor FINISHED" in status.stdout, status.stdout

@@ -114,7 +114,7 @@ def test_values_from_file(setup):
 
 def test_flink_options_pass_through_last(setup):
     """flink.conf reaches the job's Flink configuration as given, over mlvigil's own settings."""
-    from jobs.monitor import flink_configuration
+    from mlvigil.jobs.monitor import flink_configuration
 
     root, _ = setup
     raw = {
@@ -259,9 +259,9 @@ def test_alerting_references_reach_the_job_graph_unexpanded(setup, alerting_env,
     ${...} text; mlvigil.alerting.rules.load_config, which AlertProcessor.open calls, expands it."""
     import cloudpickle
 
-    from jobs.monitor import alerting_config
     from mlvigil.alert_operators import AlertProcessor
     from mlvigil.alerting.rules import load_config as load_alerting_config
+    from mlvigil.jobs.monitor import alerting_config
 
     root, _ = setup
     section = alerting_section()
@@ -283,7 +283,7 @@ def test_alerting_references_reach_the_job_graph_unexpanded(setup, alerting_env,
 
 
 def test_alerting_fails_at_start_up_on_an_unset_variable_or_a_bad_rule(setup, alerting_env, monkeypatch):
-    from jobs.monitor import alerting_config
+    from mlvigil.jobs.monitor import alerting_config
 
     root, _ = setup
     monkeypatch.delenv("MLV_TEST_SIGN")
@@ -349,7 +349,7 @@ def test_profile_of_another_schema_is_an_error(setup):
 def test_restore_with_stop_offsets_is_refused_up_front(capsys):
     """A Kafka source restored from a checkpoint never ends (FLINK-31006): refused before anything
     starts, with the way out, and a non-zero exit."""
-    from jobs.monitor import main
+    from mlvigil.jobs.monitor import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--config", "/nonexistent.yaml", "--restore", "latest", "--stop-offsets", '{"features": {"0": 10}}'])
@@ -361,7 +361,7 @@ def test_restore_with_stop_offsets_is_refused_up_front(capsys):
 def test_local_mode_logs_with_the_shipped_log_config(monkeypatch, tmp_path, caplog):
     """jobs/monitor.py points the Flink JVM it starts at conf/log4j-cli.properties; an operator's
     own file wins, with a warning when it lets Beam log the workers' environment."""
-    from jobs.monitor import LOG_CONFIG, use_log_config
+    from mlvigil.jobs.monitor import LOG_CONFIG, use_log_config
 
     monkeypatch.delenv("LOG4J_PROPERTIES", raising=False)
     use_log_config()

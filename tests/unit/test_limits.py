@@ -2,9 +2,7 @@
 
 import hashlib
 import json
-import sys
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,6 @@ from mlvigil.catalog import MAX_EVENT_AGE_MS, compile_catalog
 from mlvigil.config import parse_config
 from mlvigil.profile import build_profile, save_profile
 from mlvigil.writer import dead_letter_json
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +68,7 @@ def test_small_dead_letters_are_whole():
 
 
 def test_restart_strategy(models, tmp_path):
-    sys.path.insert(0, str(ROOT / "jobs"))
-    from monitor import flink_configuration
+    from mlvigil.jobs.monitor import flink_configuration
 
     def conf(attempts: int) -> dict:
         raw = {"models": models, "flink": {"restart_attempts": attempts, "checkpoint_dir": str(tmp_path)}}
