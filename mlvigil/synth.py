@@ -175,7 +175,11 @@ def default_delays(model: str, rng: np.random.Generator, n: int) -> np.ndarray:
     """Label delay after the prediction, in ms: clicks about 20 s, chargebacks 1 to 20 h."""
     if model == "recsys":
         return rng.exponential(20_000, n).astype(np.int64)
-    return rng.integers(*CHARGEBACK_DELAY_MS, n)
+    # Drawn over the old range (1 h to 2 days) and scaled into CHARGEBACK_DELAY_MS: the same draws
+    # from rng, so every other value drawn after them (labels, outcomes) stays what it was.
+    old_lo, old_hi = 3_600_000, 172_800_000
+    lo, hi = CHARGEBACK_DELAY_MS
+    return lo + (rng.integers(old_lo, old_hi, n) - old_lo) * (hi - lo) // (old_hi - old_lo)
 
 
 def labels(
