@@ -30,8 +30,11 @@ def test_drift_alert_is_delivered_once_and_a_replay_doubles_nothing(broker, topi
     start = (int(time.time() * 1000) // 60_000 - 8) * 60_000
     models = synth.save_profiles(tmp_path, 10_000, age_edges=True).models
     t = synth.traffic(start, 5, 400, drift_minute=2, seed=21)
+    # One malformed message (one dead letter), with a Kafka timestamp inside the traffic's minutes:
+    # stamped now, it would be input 3 windows after the last valid event (a right `no_data` alert).
+    broken = (None, b"{broken", start + 30_000)
     stop = {
-        "features": produce(broker.bootstrap, topics["features"], messages(t.features) + [(None, b"{broken", None)]),
+        "features": produce(broker.bootstrap, topics["features"], messages(t.features) + [broken]),
         "predictions": produce(broker.bootstrap, topics["predictions"], messages(t.predictions)),
     }
     url = f"chdb://{tmp_path / 'ch'}"
