@@ -3,6 +3,7 @@ config (one base, each test adds its sections) and the alerting section most tes
 
 import copy
 import json
+import socket
 from pathlib import Path
 
 import orjson
@@ -51,6 +52,15 @@ def write_config(path: Path, broker, topics: dict[str, str], models: dict, url: 
     }
     path.write_text(json.dumps(_merged(base, sections)))
     return path
+
+
+def refused_port() -> socket.socket:
+    """A socket bound to a loopback port and never listening: connections to its port are refused
+    for as long as it is open, and no other process can take the port meanwhile (a port picked
+    free and left closed was once taken by another job's gRPC server on this shared machine)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def tables_exist(url: str) -> bool:

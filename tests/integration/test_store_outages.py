@@ -32,7 +32,7 @@ from mlvigil.config import load_config
 from mlvigil.webhook_receiver import WebhookReceiver
 
 from ..conftest import JobProcess, fill_disk, wait_for
-from .helpers import alerting, messages, tables_exist, write_config
+from .helpers import alerting, messages, refused_port, tables_exist, write_config
 from .reference import close, feature_reference, prediction_reference
 
 pytestmark = pytest.mark.integration
@@ -145,7 +145,7 @@ def test_store_outages_heal_with_nothing_lost_or_doubled(broker, topics, tmp_pat
     jobs: list[JobProcess] = []
     holder = None
     rest_port = free_port()
-    with WebhookReceiver() as hook:
+    with WebhookReceiver() as hook, refused_port() as closed_sock:
         try:
             send(0, 2)
             main_config = config("main", url, alerting(hook.url), {"rest.port": str(rest_port)})
@@ -153,7 +153,8 @@ def test_store_outages_heal_with_nothing_lost_or_doubled(broker, topics, tmp_pat
             job = JobProcess(main_config, stop, tmp_path / "job.log")
             # Alongside (their start-up overlaps the main job's): a server URL on a closed port, and
             # a store without the tables.
-            closed = JobProcess(config("closed", f"http://127.0.0.1:{free_port()}", False), stop,
+            closed_port = closed_sock.getsockname()[1]
+            closed = JobProcess(config("closed", f"http://127.0.0.1:{closed_port}", False), stop,
                                 tmp_path / "closed.log", ["--skip-schema"])  # fmt: skip
             no_schema = JobProcess(config("noschema", f"chdb://{tmp_path / 'empty'}", False), stop,
                                    tmp_path / "noschema.log", ["--skip-schema"])  # fmt: skip
