@@ -31,7 +31,6 @@ from throughput import machine  # noqa: E402
 from mlvigil import clickhouse, synth  # noqa: E402
 from mlvigil.broker import LocalBroker  # noqa: E402
 from mlvigil.config import duration_ms  # noqa: E402
-from mlvigil.profile import build_profile, save_profile  # noqa: E402
 
 
 def main() -> None:
@@ -51,13 +50,8 @@ def main() -> None:
     from confluent_kafka import Producer
 
     with LocalBroker() as broker:
-        topics = {s: f"lat.{s}" for s in ("features", "predictions", "labels", "dead_letters")}
-        for t in topics.values():
-            broker.create_topic(t, 4)
-        models = {}
-        for m in synth.MODELS:
-            save_profile(build_profile(synth.training_columns(m, 10_000), m, "v1"), work / f"{m}.json")
-            models[m] = {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(work / f"{m}.json")}}
+        topics = broker.create_topics("lat")
+        models = synth.save_profiles(work, 10_000).models
         cfg = {
             "kafka": {"bootstrap_servers": broker.bootstrap, "startup_mode": "earliest-offset", "topics": topics},
             "window": {"size": args.window, "out_of_orderness": args.out_of_orderness, "idle_timeout": "5s"},

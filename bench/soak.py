@@ -40,7 +40,6 @@ from throughput import machine, tree_rss_bytes  # noqa: E402
 from mlvigil import clickhouse, synth  # noqa: E402
 from mlvigil.broker import LocalBroker  # noqa: E402
 from mlvigil.config import duration_ms  # noqa: E402
-from mlvigil.profile import build_profile, save_profile  # noqa: E402
 from mlvigil.webhook_receiver import WebhookReceiver  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "soak.jsonl"
@@ -163,14 +162,8 @@ def main() -> None:
     url = f"chdb://{work / 'clickhouse'}"
     port = free_port()
     with LocalBroker() as broker, WebhookReceiver() as hook:
-        topics = {s: f"soak.{s}" for s in ("features", "predictions", "labels", "dead_letters")}
-        for t in topics.values():
-            broker.create_topic(t, 4)
-        models = {}
-        for m in synth.MODELS:
-            save_profile(build_profile(synth.training_columns(m, 10_000), m, "v1"), work / f"{m}.json")
-            models[m] = {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(work / f"{m}.json")},
-                         "positive_label": 1}  # fmt: skip
+        topics = broker.create_topics("soak")
+        models = synth.save_profiles(work, 10_000, positive_label=1).models
         cfg = {
             "kafka": {"bootstrap_servers": broker.bootstrap, "startup_mode": "earliest-offset", "topics": topics},
             "window": {"size": args.window, "out_of_orderness": args.out_of_orderness, "idle_timeout": "5s"},

@@ -69,6 +69,14 @@ class LocalBroker:
             check=True, capture_output=True,
         )  # fmt: skip
 
+    def create_topics(self, prefix: str, partitions: int = 4) -> dict[str, str]:
+        """A topic per stream of a job (features, predictions, labels, dead_letters) named
+        <prefix>.<stream>; returns the `kafka.topics` section naming them."""
+        topics = {s: f"{prefix}.{s}" for s in ("features", "predictions", "labels", "dead_letters")}
+        for name in topics.values():
+            self.create_topic(name, partitions)
+        return topics
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -9,8 +9,11 @@ Ages are allotted per window in exact proportions, so a full window reproduces t
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from mlvigil.profile import build_profile, save_profile
 
 AGE_EDGES = [26.0, 36.0, 46.0]
 AGE_BUCKETS = [(18, 25), (26, 35), (36, 45), (46, 70)]
@@ -78,6 +81,28 @@ def training_labels(columns: dict[str, list], seed: int = 5) -> list[int]:
 
 
 @dataclass
+class Profiles:
+    training: dict[str, dict[str, list]]  # model -> training columns
+    profiles: dict[str, dict]  # model -> its reference profile
+    models: dict[str, dict]  # the `models` section of a job config
+
+
+def save_profiles(directory: Path, rows: int, age_edges: bool = False, **model_options) -> Profiles:
+    """A v1 reference profile per model from training_columns(model, rows), saved as
+    directory/<model>.json (age_edges: recsys's age bins are the article's buckets), and the
+    job config's `models` section naming them (model_options added to each model)."""
+    out = Profiles({}, {}, {})
+    for m in MODELS:
+        out.training[m] = training_columns(m, rows)
+        edges = {"age": AGE_EDGES} if age_edges and m == "recsys" else None
+        out.profiles[m] = build_profile(out.training[m], m, "v1", custom_edges=edges)
+        save_profile(out.profiles[m], Path(directory) / f"{m}.json")
+        out.models[m] = {"segments": SEGMENTS[m], "profiles": {"v1": str(Path(directory) / f"{m}.json")},
+                         **model_options}  # fmt: skip
+    return out
+
+
+@dataclass
 class Traffic:
     features: list[dict]
     predictions: list[dict]
@@ -140,11 +165,21 @@ CONCEPT_SHIFT = 2.5
 POSITIVE_LABEL = {"recsys": 1, "fraud": 1}
 
 
+# Chargebacks come 1 to 20 hours after the prediction: traffic of the last minutes then has labels
+# dated at most 20 h ahead, within the decoder's limits.max_future (1 day by default); later ones
+# would be absurd_timestamp dead letters (the demo once made about 7,300 of them).
+CHARGEBACK_DELAY_MS = (3_600_000, 20 * 3_600_000)
+
+
 def default_delays(model: str, rng: np.random.Generator, n: int) -> np.ndarray:
-    """Label delay after the prediction, in ms: clicks about 20 s, chargebacks 1 h to 2 days."""
+    """Label delay after the prediction, in ms: clicks about 20 s, chargebacks 1 to 20 h."""
     if model == "recsys":
         return rng.exponential(20_000, n).astype(np.int64)
-    return rng.integers(3_600_000, 172_800_000, n)
+    # Drawn over the old range (1 h to 2 days) and scaled into CHARGEBACK_DELAY_MS: the same draws
+    # from rng, so every other value drawn after them (labels, outcomes) stays what it was.
+    old_lo, old_hi = 3_600_000, 172_800_000
+    lo, hi = CHARGEBACK_DELAY_MS
+    return lo + (rng.integers(old_lo, old_hi, n) - old_lo) * (hi - lo) // (old_hi - old_lo)
 
 
 def labels(

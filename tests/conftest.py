@@ -27,11 +27,7 @@ def broker(tmp_path_factory):
 @pytest.fixture
 def topics(broker):
     """Fresh topic names for one test, created on the broker."""
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    names = {s: f"{prefix}.{s}" for s in ("features", "predictions", "labels", "dead_letters")}
-    for name in names.values():
-        broker.create_topic(name, 4)
-    return names
+    return broker.create_topics(f"t{uuid.uuid4().hex[:8]}")
 
 
 def job_env(log: Path) -> dict:

@@ -10,13 +10,18 @@
 # Flink settings: FLINK_PROPERTIES, "key: value" lines, on top of the wheel's conf/config.yaml.
 set -euo pipefail
 
-python=/opt/mlvigil/.venv/bin/python
+root=${MLVIGIL_HOME:-/opt/mlvigil}
+python=${MLVIGIL_WORKER_PYTHON:-$root/.venv/bin/python}
 
 write_conf() {
   mkdir -p "$FLINK_CONF_DIR"
   if [ "$FLINK_CONF_DIR" != "$FLINK_HOME/conf" ]; then
     cp -r "$FLINK_HOME"/conf/. "$FLINK_CONF_DIR"/
   fi
+  # mlvigil's log4j files over the wheel's: the same, with Beam's loggers that print the Python
+  # workers' environment (secrets included) turned off (conf/log4j-console.properties is what
+  # jobmanager.sh/taskmanager.sh start-foreground use; scripts/cluster.sh does the same).
+  cp "$root"/conf/log4j*.properties "$FLINK_CONF_DIR"/
   "$python" - "$FLINK_CONF_DIR/config.yaml" <<'PY'
 import os, sys, yaml
 
@@ -76,7 +81,7 @@ submit() {
     RUNNING|CREATED|INITIALIZING|RESTARTING|RECONCILING)
       echo "submit: mlvigil-monitor is already $state on $url"; return 0 ;;
   esac
-  cd /opt/mlvigil
+  cd "$root"
   flink run --detached -py jobs/monitor.py -pyexec "$python" -pyclientexec "$python" \
     -- --config "$MLVIGIL_CONFIG" "$@" || echo "submit: flink run exited $? (checking the job's state)"
   for _ in $(seq 1 60); do
@@ -104,7 +109,7 @@ case "$role" in
     submit "$@" ;;
   produce)
     shift
-    exec "$python" /opt/mlvigil/docker/demo_producer.py "$@" ;;
+    exec "$python" "$root"/docker/demo_producer.py "$@" ;;
   help|--help|-h)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)

@@ -26,9 +26,9 @@ from confluent_kafka import Producer
 from mlvigil import clickhouse, synth
 from mlvigil.broker import consume, partition_of, produce
 from mlvigil.catalog import REASON_CODES
-from mlvigil.profile import build_profile, save_profile
 
 from ..conftest import JobProcess
+from .helpers import messages, write_config
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -97,23 +97,15 @@ def _fuzz(rng: random.Random, valid: list[dict], n: int) -> list[bytes]:
 def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_path):
     now = int(time.time() * 1000)
     start = (now // MIN - 8) * MIN
-    training = {m: synth.training_columns(m, 5000) for m in synth.MODELS}
-    cfg_models = {}
-    for m in synth.MODELS:
-        save_profile(build_profile(training[m], m, "v1"), tmp_path / f"{m}.json")
-        cfg_models[m] = {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(tmp_path / f"{m}.json")}}
     url = f"chdb://{tmp_path / 'ch'}"
-    cfg = {
-        "kafka": {"bootstrap_servers": broker.bootstrap, "startup_mode": "earliest-offset", "topics": topics,
-                  "group_id": topics["features"]},
-        "window": {"size": "1m", "out_of_orderness": "5s", "idle_timeout": "1h"},
-        "models": cfg_models,
-        "clickhouse": {"url": url, "flush_interval": "200ms"},
-        "flink": {"parallelism": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "restart_attempts": 0},
-        "labels": {"enabled": False},
-    }  # fmt: skip
-    config = tmp_path / "config.yaml"
-    config.write_text(json.dumps(cfg))
+    config = write_config(
+        tmp_path / "config.yaml", broker, topics, synth.save_profiles(tmp_path, 5000).models, url,
+        kafka={"group_id": topics["features"]},
+        window={"size": "1m", "out_of_orderness": "5s", "idle_timeout": "1h"},
+        clickhouse={"flush_interval": "200ms"},
+        flink={"parallelism": 1},
+        labels={"enabled": False},
+    )  # fmt: skip
 
     ahead = now + 20 * 3600_000
     poison = [
@@ -139,20 +131,22 @@ def test_bad_input_cannot_stall_poison_or_kill_the_stream(broker, topics, tmp_pa
         orjson.dumps(_event("escapes", start + 2000, model="nope"))[:-1] + b', "blob": "' + b"\x01" * 400_000 + b'"}'
     )
     t = synth.traffic(start, 3, 100, seed=21)
-    valid_f = [(e["request_id"].encode(), orjson.dumps(e), None) for e in t.features]
+    valid_f = messages(t.features)
 
     # Features: poison and the big ones first, then the traffic, then the old events.
     f_ends = [
         produce(broker.bootstrap, topics["features"], [(f"p{i}".encode(), b, None) for i, b in enumerate(poison_bytes)]),
         _big_produce(broker.bootstrap, topics["features"], [(b"huge", huge, None), (b"escapes", escapes, None)]),
-        produce(broker.bootstrap, topics["features"], valid_f + [(b"surrogate-seg", surrogate_seg, None)]),
+        # surrogate-seg (minute 0) ahead of the traffic: after it, it could be late (its partition's
+        # watermark past minute 0 by then, depending on when the watermark is emitted).
+        produce(broker.bootstrap, topics["features"], [(b"surrogate-seg", surrogate_seg, None)] + valid_f),
         produce(broker.bootstrap, topics["features"], [(rid.encode(), orjson.dumps(_event(rid, ms)), max(ms, now - 365 * DAY))
                                                        for rid, ms in old.items()]),
     ]  # fmt: skip
     n_features = len(poison_bytes) + 2 + len(valid_f) + 1 + len(old)
     # Predictions: the traffic in its order, with fuzz inserted at random places.
     rng = random.Random(8)
-    mixed = [(p["request_id"].encode(), orjson.dumps(p), None) for p in t.predictions]
+    mixed = messages(t.predictions)
     for i, b in enumerate(_fuzz(rng, t.predictions, 240)):
         mixed.insert(rng.randint(0, len(mixed)), (f"z{i}".encode(), b, None))
     p_end = produce(broker.bootstrap, topics["predictions"], mixed)

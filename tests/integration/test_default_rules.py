@@ -18,7 +18,6 @@ import json
 import time
 
 import numpy as np
-import orjson
 import pytest
 
 from mlvigil import cli, clickhouse, health, synth
@@ -33,6 +32,7 @@ from mlvigil.webhook_receiver import WebhookReceiver
 from mlvigil.writer import COLUMNS
 
 from ..conftest import JobProcess
+from .helpers import alerting, messages, produce_traffic, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -92,39 +92,20 @@ def test_default_rules_fire_per_layer_and_read_the_jobs_own_columns(broker, topi
     fast = lambda model, rng, n: rng.exponential(20_000, n).astype(np.int64)  # noqa: E731 (clicks and chargebacks)
     labels = synth.labels(t.predictions, start, drift_minute=FAULT_MINUTE, delays=fast)
     fraud_outcomes(labels, fault_ms)
-    msg = lambda e: (e["request_id"].encode(), orjson.dumps(e), None)  # noqa: E731
     stop = {
-        "features": produce(broker.bootstrap, topics["features"], [msg(e) for e in t.features]),
-        "predictions": produce(broker.bootstrap, topics["predictions"], [msg(p) for p in t.predictions]),
-        "labels": produce(broker.bootstrap, topics["labels"], [msg(ev) for ev in labels]),
+        **produce_traffic(broker.bootstrap, topics, t),
+        "labels": produce(broker.bootstrap, topics["labels"], messages(labels)),
     }
     url = f"chdb://{tmp_path / 'ch'}"
     with WebhookReceiver() as hook:
-        cfg = {
-            "kafka": {"bootstrap_servers": broker.bootstrap, "startup_mode": "earliest-offset", "topics": topics},
-            "models": {
-                m: {
-                    "segments": synth.SEGMENTS[m],
-                    "profiles": {"v1": str(tmp_path / f"{m}.json")},
-                    "positive_label": synth.POSITIVE_LABEL[m],
-                }
-                for m in synth.MODELS
-            },  # fmt: skip
-            "labels": {"lateness": "10m"},
-            "clickhouse": {"url": url},
-            "flink": {"checkpoint_dir": str(tmp_path / "ckpt"), "restart_attempts": 0},
-            # Receivers and routing only: no rules of our own.
-            "alerting": {
-                "receivers": [{"name": "chat", "type": "generic", "url": hook.url}],
-                "route": {
-                    "by_severity": {"critical": ["chat"], "warning": ["chat"], "info": ["chat"]},
-                    "group_wait": "30s",
-                    "group_interval": "5m",
-                },
-                "correlation_window": "2m",
-            },  # fmt: skip
-        }
-        (tmp_path / "config.yaml").write_text(json.dumps(cfg))
+        models = {m: {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(tmp_path / f"{m}.json")},
+                      "positive_label": synth.POSITIVE_LABEL[m]} for m in synth.MODELS}  # fmt: skip
+        # Receivers and routing only: no rules of our own.
+        alerts = alerting(
+            hook.url, route={"by_severity": {"critical": ["chat"], "warning": ["chat"], "info": ["chat"]}}
+        )
+        del alerts["use_default_rules"]
+        write_config(tmp_path / "config.yaml", broker, topics, models, url, labels={"lateness": "10m"}, alerting=alerts)
         job = JobProcess(tmp_path / "config.yaml", stop, tmp_path / "job.log")
         try:
             job.wait(300)

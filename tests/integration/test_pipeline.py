@@ -12,14 +12,13 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 
 from mlvigil import clickhouse, synth
 from mlvigil.broker import consume, partition_of, produce
-from mlvigil.profile import build_profile, save_profile
 
 from ..conftest import JobProcess, wait_for
+from .helpers import messages, tables_exist, write_config
 from .reference import close, feature_reference, prediction_reference, window_of
 
 pytestmark = pytest.mark.integration
@@ -55,10 +54,6 @@ def _start_ms() -> int:
 
 def _fix_invalid_times(raw: bytes, start: int) -> bytes:
     return raw.replace(b"1790000000000", str(start + 30_000).encode())
-
-
-def _messages(events: list[dict]) -> list[tuple]:
-    return [(e["request_id"].encode(), orjson.dumps(e), None) for e in events]
 
 
 def _counts_by_partition(messages: list[tuple], base: dict[int, int] | None = None) -> dict[int, int]:
@@ -101,31 +96,23 @@ def _shape(traffic: synth.Traffic, start: int) -> tuple[list[dict], list[dict]]:
 
 def test_pipeline_matches_offline_reference(broker, topics, tmp_path):
     start = _start_ms()
-    training = {m: synth.training_columns(m, 20_000) for m in synth.MODELS}
-    profiles, cfg_models = {}, {}
-    for m in synth.MODELS:
-        edges = {"age": synth.AGE_EDGES} if m == "recsys" else None
-        profiles[m] = build_profile(training[m], m, "v1", custom_edges=edges)
-        save_profile(profiles[m], tmp_path / f"{m}.json")
-        cfg_models[m] = {"segments": SEGMENTS[m], "profiles": {"v1": str(tmp_path / f"{m}.json")}}
-    cfg = {
-        "kafka": {"bootstrap_servers": broker.bootstrap, "startup_mode": "earliest-offset",
-                  "topics": topics, "group_id": topics["features"]},
-        "window": {"size": "1m", "out_of_orderness": "5s", "idle_timeout": "1h"},
-        "models": cfg_models,
-        "clickhouse": {"url": f"chdb://{tmp_path / 'ch'}", "flush_interval": "200ms"},
-        "flink": {"parallelism": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "restart_attempts": 0},
-    }  # fmt: skip
-    config = tmp_path / "config.yaml"
-    config.write_text(json.dumps(cfg))
+    saved = synth.save_profiles(tmp_path, 20_000, age_edges=True)
+    training, profiles = saved.training, saved.profiles
     url = f"chdb://{tmp_path / 'ch'}"
+    config = write_config(
+        tmp_path / "config.yaml", broker, topics, saved.models, url,
+        kafka={"group_id": topics["features"]},
+        window={"size": "1m", "out_of_orderness": "5s", "idle_timeout": "1h"},
+        clickhouse={"flush_interval": "200ms"},
+        flink={"parallelism": 1},
+    )  # fmt: skip
 
     # Phase 1: three minutes of traffic (drift from minute 2) plus every kind of invalid event.
     feats1, preds1 = _shape(synth.traffic(start, 3, 240, drift_minute=2, seed=5), start)
     bad_f = [(None, _fix_invalid_times(raw, start), None) for raw, _ in INVALID]
     bad_p = [(None, _fix_invalid_times(raw, start), None) for raw, _ in INVALID_PREDICTIONS]
-    f1 = _messages(feats1) + bad_f
-    p1 = _messages(preds1) + bad_p
+    f1 = messages(feats1) + bad_f
+    p1 = messages(preds1) + bad_p
     # Phase 2, produced once minutes 0-1 are in ClickHouse: late events for minute 0, and
     # events for minute 2 (behind the watermark, but their window is still open) and minute 3.
     late_f = [dict(copy.deepcopy(e), request_id=f"late-{i}") for i, e in enumerate(feats1[:6])]
@@ -134,7 +121,7 @@ def test_pipeline_matches_offline_reference(broker, topics, tmp_path):
     t2 = synth.traffic(start + 2 * MIN, 2, 60, seed=9, models=("fraud",))
     tail_f = [dict(e, request_id="tail-" + e["request_id"]) for e in t2.features]
     tail_p = [dict(p, request_id="tail-" + p["request_id"]) for p in t2.predictions]
-    f2, p2 = _messages(late_f + tail_f), _messages(late_p + tail_p)
+    f2, p2 = messages(late_f + tail_f), messages(late_p + tail_p)
 
     ends1 = {"features": produce(broker.bootstrap, topics["features"], f1),
              "predictions": produce(broker.bootstrap, topics["predictions"], p1)}  # fmt: skip
@@ -155,7 +142,7 @@ def test_pipeline_matches_offline_reference(broker, topics, tmp_path):
             )
             return rows[0][0] >= 4  # two models x two streams
 
-        wait_for(lambda: _tables_exist(url) and minute1_written(), 180, "minute 1 in ClickHouse")
+        wait_for(lambda: tables_exist(url) and minute1_written(), 180, "minute 1 in ClickHouse")
         produce(broker.bootstrap, topics["features"], f2)
         produce(broker.bootstrap, topics["predictions"], p2)
         job.wait(240)
@@ -228,7 +215,3 @@ def test_pipeline_matches_offline_reference(broker, topics, tmp_path):
     # 4. The dead-letter topic carries the same events.
     on_topic = [json.loads(v) for v in consume(broker.bootstrap, topics["dead_letters"], len(dead))]
     assert sorted((d["stream"], d["reason_code"]) for d in on_topic) == sorted((r[0], r[2]) for r in dead)
-
-
-def _tables_exist(url: str) -> bool:
-    return bool(clickhouse.query_rows(url, "SELECT count() FROM system.tables WHERE name = 'window_events'")[0][0])

@@ -24,15 +24,13 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-import orjson
 import pytest
 
 from mlvigil import clickhouse, synth
-from mlvigil.broker import produce
-from mlvigil.profile import build_profile, save_profile
 from mlvigil.webhook_receiver import WebhookReceiver
 
 from ..conftest import ROOT, job_env
+from .helpers import produce_traffic
 
 pytestmark = pytest.mark.integration
 
@@ -109,16 +107,8 @@ def test_no_secret_anywhere(broker, topics, tmp_path):
     env.pop("LOG4J_PROPERTIES", None)  # the job's own log configuration
     env["MLV_DNS_LOOKUP"] = "use_all_dns_ips"
     start = (int(time.time() * 1000) // 60_000 - 6) * 60_000
-    models = {}
-    for m in synth.MODELS:
-        save_profile(build_profile(synth.training_columns(m, 5_000), m, "v1"), tmp_path / f"{m}.json")
-        models[m] = {"segments": synth.SEGMENTS[m], "profiles": {"v1": str(tmp_path / f"{m}.json")}}
-    t = synth.traffic(start, 3, 250, drift_minute=1, seed=5)
-    msg = lambda e: (e["request_id"].encode(), orjson.dumps(e), None)  # noqa: E731
-    stop = {
-        "features": produce(broker.bootstrap, topics["features"], [msg(e) for e in t.features]),
-        "predictions": produce(broker.bootstrap, topics["predictions"], [msg(p) for p in t.predictions]),
-    }
+    models = synth.save_profiles(tmp_path, 5_000).models
+    stop = produce_traffic(broker.bootstrap, topics, synth.traffic(start, 3, 250, drift_minute=1, seed=5))
     ch_dir, ckpt, flink_tmp = tmp_path / "ch", tmp_path / "ckpt", tmp_path / "flink-tmp"
     with WebhookReceiver() as hook:
         base = hook.url.rsplit("/", 1)[0]
