@@ -5,8 +5,8 @@ Sources, transformations and sinks, plainly:
              labels_raw
   parse      mlv_parse (Java UDTF)           validate once, pack the monitored columns
   windows    TUMBLE on event time            mlv_window_stats (Java UDAF), PERCENTILE, COUNT
-  quality    interval join labels to         mlv_quality_stats (Java UDAF) per prediction window,
-             predictions (up to L later)     re-emitted as labels arrive (027_quality.sql)
+  quality    LabelJoin (Java, keyed by       mlv_quality_stats (Java UDAF) per prediction window,
+             request): labels to predictions re-emitted as labels arrive (027_quality.sql)
   finish     FinishRows (Python)             PSI, KS, rates, accuracy, ECE... from the counts
   sinks      ClickHouseWriter (Python)       feature_metrics, service_metrics, window_events,
                                              quality_metrics, dead_letters
@@ -35,12 +35,13 @@ if str(HERE.parent) not in sys.path:  # the repo root holds the mlvigil package
 import yaml  # noqa: E402
 from pyflink.common import Configuration, Types  # noqa: E402
 from pyflink.common.serialization import SimpleStringSchema  # noqa: E402
-from pyflink.datastream import StreamExecutionEnvironment  # noqa: E402
+from pyflink.datastream import DataStream, StreamExecutionEnvironment  # noqa: E402
 from pyflink.datastream.connectors.kafka import (  # noqa: E402
     DeliveryGuarantee,
     KafkaRecordSerializationSchema,
     KafkaSink,
 )
+from pyflink.java_gateway import get_gateway  # noqa: E402
 from pyflink.table import StreamTableEnvironment  # noqa: E402
 
 from mlvigil import clickhouse  # noqa: E402
@@ -227,7 +228,12 @@ def build(
         # are updated as labels arrive (FinishRows keeps the new row of each update).
         execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
         stage = t_env.to_data_stream(t_env.from_path("job_stage"))
-        t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(stage))
+        # The label join: one keyed Java operator per (model_id, request_id) on this DataStream
+        # (udfs/java/.../LabelJoin.java), where the stage's rows are objects already.
+        joined = get_gateway().jvm.io.mlvigil.udf.LabelJoin.apply(
+            stage._j_data_stream, cfg.label_lateness_ms, cfg.label_skew_ms, cfg.window_ms, cfg.label_state_ttl_ms
+        )
+        t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(DataStream(joined)))
         for key, value in QUALITY_MINI_BATCH.items():
             t_env.get_config().set(key, value)
         execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))
