@@ -223,9 +223,10 @@ def build(
     ):
         t_env.execute_sql(stmt)
     if quality:
-        # Two planning stages, one job graph: job_stage (every source read once) as a DataStream,
-        # then the quality aggregation over it with mini-batches on. A changelog: quality windows
-        # are updated as labels arrive (FinishRows keeps the new row of each update).
+        # Two planning stages, one job graph: job_stage and job_stage_features (every source read
+        # once) as DataStreams, the label join, then the quality aggregation with mini-batches on.
+        # A changelog: quality windows are updated as labels arrive (FinishRows keeps the new row
+        # of each update).
         execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
         stage = t_env.to_data_stream(t_env.from_path("job_stage"))
         # The label join: one keyed Java operator per (model_id, request_id) on this DataStream
@@ -233,7 +234,9 @@ def build(
         joined = get_gateway().jvm.io.mlvigil.udf.LabelJoin.apply(
             stage._j_data_stream, cfg.label_lateness_ms, cfg.label_skew_ms, cfg.window_ms, cfg.label_state_ttl_ms
         )
-        t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(DataStream(joined)))
+        t_env.create_temporary_view("job_stage_joined", t_env.from_data_stream(DataStream(joined)))
+        features = t_env.to_data_stream(t_env.from_path("job_stage_features"))
+        t_env.create_temporary_view("job_stage_features_stream", t_env.from_data_stream(features))
         for key, value in QUALITY_MINI_BATCH.items():
             t_env.get_config().set(key, value)
         execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))
