@@ -10,7 +10,7 @@ of them, 0 to 10 min later, 2 % sent twice, 1 % orphans). Three runs: quality la
 without labels, on with labels. The join's cost is the difference of the last two net runtimes
 (Flink's own measure, job start to finish): labels/s = labels / (net with labels - net without).
 
-memory: predictions with no label yet ("open": the interval join keeps each for the label
+memory: predictions with no label yet ("open": the label join keeps each for the label
 lateness, 24 h) into a local Kafka-protocol broker, the job unbounded, and after each step
 (--open) once the job has counted them all and a checkpoint completed after that: the size of
 the job's checkpoint directory (with RocksDB: the incremental checkpoint's shared SST files, i.e.
@@ -259,6 +259,14 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
+def checkpoint_bytes(checkpoints: Path) -> int:
+    """The newest completed checkpoint: its chk-N directory (a full heap snapshot) plus the
+    shared files it may reference (RocksDB's incremental SSTs). Not the whole directory, which
+    can hold a second checkpoint being written or not yet subsumed."""
+    done = max((m.parent for m in checkpoints.glob("*/chk-*/_metadata")), key=lambda d: int(d.name.split("-")[1]))
+    return du(done) + du(done.parent / "shared")
+
+
 def jvm_of(pid: int) -> int | None:
     todo = [pid]
     while todo:
@@ -332,7 +340,7 @@ def memory(args) -> None:
                 jvm = jvm_of(job.pid)
                 point = {
                     "open_predictions": total,
-                    "checkpoint_bytes": du(next((out / "checkpoints").iterdir())),
+                    "checkpoint_bytes": checkpoint_bytes(out / "checkpoints"),
                     "heap_after_gc_bytes": heap_after_gc(jvm) if jvm else -1,
                     "rss_bytes": tree_rss_bytes(job.pid),
                     "heap_top_classes": heap_histogram(jvm) if jvm else [],
