@@ -2,6 +2,7 @@
 
     python bench/quality.py throughput [--predictions 300000] [--backend hashmap|rocksdb]
     python bench/quality.py memory [--open 250000,1000000] [--backend rocksdb|hashmap]
+    python bench/quality.py side-by-side --data DIR [--baseline CHECKOUT] [--rounds 1]
 
 throughput: the real job (jobs/monitor.py) reading a local Kafka-protocol broker, bounded at the
 produced offsets (predictions of two binary models with two segment dimensions; labels for 90 %
@@ -9,7 +10,7 @@ of them, 0 to 10 min later, 2 % sent twice, 1 % orphans). Three runs: quality la
 without labels, on with labels. The join's cost is the difference of the last two net runtimes
 (Flink's own measure, job start to finish): labels/s = labels / (net with labels - net without).
 
-memory: predictions with no label yet ("open": the interval join keeps each for the label
+memory: predictions with no label yet ("open": the label join keeps each for the label
 lateness, 24 h) into a local Kafka-protocol broker, the job unbounded, and after each step
 (--open) once the job has counted them all and a checkpoint completed after that: the size of
 the job's checkpoint directory (with RocksDB: the incremental checkpoint's shared SST files, i.e.
@@ -17,6 +18,14 @@ the state's size on disk, compressed), the JVM heap after a full GC (jcmd), and 
 whole process tree. Memory per million open predictions is the slope between the steps, which
 leaves out everything that does not grow with them.
 
+side-by-side: the peer benchmark's requests (../shared/peerbench: to_project.py --limit 500000
+--labels writes DIR) through the job from JSON-lines files, without labels (the data layer alone)
+and with them, back to back; with --baseline, the labels run also with another checkout's job
+(e.g. /work/main) right after this one's, so both are compared in the same conditions. The
+machine is shared: compare the ratios and CPU seconds of one run, not absolute times of two.
+
+Every run records Flink's net runtime, wall time, the process tree's peak RSS and its CPU
+seconds (user + system of the job and its children), and the load average when it started.
 Results are appended to bench/results/quality.jsonl.
 """
 
@@ -28,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +46,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from throughput import machine, net_runtime_s, run_measured, tree_rss_bytes  # noqa: E402
+from throughput import machine, net_runtime_s, tree_rss_bytes  # noqa: E402
 
 from mlvigil import clickhouse, synth  # noqa: E402
 from mlvigil.broker import LocalBroker, produce  # noqa: E402
@@ -98,11 +108,101 @@ def labels_for(preds: list[dict], seed: int = 2) -> list[dict]:
     return sorted(out, key=lambda e: e["event_time"] + int(rng.integers(0, 2000)))
 
 
+def tree_pids(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [
+                int(c)
+                for t in os.listdir(f"/proc/{p}/task")
+                for c in open(f"/proc/{p}/task/{t}/children").read().split()
+            ]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads included)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError):
+        return 0.0
+
+
+def measured(cmd: list[str]) -> dict:
+    """Runs the job: Flink's net runtime, wall time, and the process tree's peak RSS and CPU
+    seconds (the JVM is not a waited-for child of the driver, so rusage would miss it: each
+    process's CPU time is sampled, its last sample kept; at most 0.2 s per process is missed)."""
+    load = os.getloadavg()[0]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak, cpu = [0], {}
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+            for p in tree_pids(proc.pid):
+                cpu[p] = max(cpu.get(p, 0.0), cpu_s(p))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        sys.exit(f"job failed ({proc.returncode}):\n{err[-3000:]}")
+    return {"net_s": net_runtime_s(err), "wall_s": round(time.monotonic() - t0, 2),
+            "peak_rss_mb": round(peak[0] / 2**20), "cpu_s": round(sum(cpu.values()), 1),
+            "load_avg_1m_at_start": round(load, 1)}  # fmt: skip
+
+
 def run_job(config: Path, stop: dict) -> dict:
     cmd = [sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config), "--stop-offsets",
            json.dumps({s: {str(p): o for p, o in v.items()} for s, v in stop.items()})]  # fmt: skip
-    err, wall, peak = run_measured(cmd)
-    return {"net_s": net_runtime_s(err), "wall_s": wall, "peak_rss_mb": round(peak / 2**20)}
+    return measured(cmd)
+
+
+def side_by_side(args) -> None:
+    data = Path(args.data).resolve()
+    files = {s: data / f"{s}.jsonl" for s in ("features", "predictions", "labels")}
+    n_requests, n_labels = (sum(1 for _ in open(files[s], "rb")) for s in ("predictions", "labels"))
+    codes = {"this": ROOT} | ({"baseline": Path(args.baseline).resolve()} if args.baseline else {})
+
+    def run(root: Path, streams: tuple[str, ...]) -> dict:
+        subprocess.run(["rm", "-rf", str(data / "clickhouse"), str(data / "checkpoints")], check=True)
+        cmd = [sys.executable, str(root / "jobs" / "monitor.py"), "--config", str(data / "config.yaml"),
+               "--source-files", ",".join(f"{s}={files[s]}" for s in streams)]  # fmt: skip
+        os.environ["PYTHONPATH"] = str(root)  # the Python workers import that checkout's mlvigil too
+        try:
+            r = measured(cmd)
+        finally:
+            os.environ["PYTHONPATH"] = str(ROOT)
+        print(root, streams, r, flush=True)
+        return r
+
+    for _ in range(args.rounds):
+        runs = {"data layer": run(ROOT, ("features", "predictions"))}
+        for name, root in codes.items():
+            runs[f"labels ({name})"] = run(root, ("features", "predictions", "labels"))
+        base = runs["data layer"]
+        result = {
+            "bench": "label join side by side",
+            "requests": n_requests,
+            "labels": n_labels,
+            "code": {k: str(v) for k, v in codes.items()},
+            "runs": runs,
+            "requests_per_s_net": {k: round(n_requests / v["net_s"]) for k, v in runs.items()},
+            "ratio_net_labels_to_data": {k: round(base["net_s"] / v["net_s"], 3) for k, v in runs.items()},
+            "ratio_cpu_labels_to_data": {k: round(base["cpu_s"] / v["cpu_s"], 3) for k, v in runs.items()},
+            "source": "../shared/peerbench to_project.py --limit 500000 --labels (90 % of requests labelled, "
+            "0-10 min late), JSON-lines files, parallelism 1, one run after the other",
+            "machine": machine(),
+            "conditions": "2 cores shared with other agents' jobs: see load_avg_1m_at_start; compare within a row",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+        record(result)
 
 
 def throughput(args) -> None:
@@ -143,6 +243,8 @@ def throughput(args) -> None:
         "labels_per_s_marginal": round(nl / join_s) if join_s > 0 else None,
         "events_per_s_net_with_labels": round((n + nl) / runs["labels"]["net_s"]),
         "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in runs.items()},
+        "cpu_s": {k: v["cpu_s"] for k, v in runs.items()},
+        "load_avg_1m_at_start": {k: v["load_avg_1m_at_start"] for k, v in runs.items()},
         "source": "local Kafka-protocol broker (Tansu); 2 models x 2 segment dimensions; labels 0-10 min after "
         "their prediction, 2 % duplicates, 1 % orphans; L = 24 h",
         "machine": machine(),
@@ -153,6 +255,14 @@ def throughput(args) -> None:
 
 def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def checkpoint_bytes(checkpoints: Path) -> int:
+    """The newest completed checkpoint: its chk-N directory (a full heap snapshot) plus the
+    shared files it may reference (RocksDB's incremental SSTs). Not the whole directory, which
+    can hold a second checkpoint being written or not yet subsumed."""
+    done = max((m.parent for m in checkpoints.glob("*/chk-*/_metadata")), key=lambda d: int(d.name.split("-")[1]))
+    return du(done) + du(done.parent / "shared")
 
 
 def jvm_of(pid: int) -> int | None:
@@ -173,6 +283,13 @@ def heap_after_gc(jvm: int) -> int:
     info = subprocess.run(["jcmd", str(jvm), "GC.heap_info"], capture_output=True, text=True, timeout=60).stdout
     m = re.search(r"used (\d+)K", info)
     return int(m.group(1)) * 1024 if m else -1
+
+
+def heap_histogram(jvm: int, top: int = 12) -> list[list]:
+    """The classes holding most of the heap (jcmd GC.class_histogram): [class, instances, bytes]."""
+    text = subprocess.run(["jcmd", str(jvm), "GC.class_histogram"], capture_output=True, text=True, timeout=300).stdout
+    rows = [m.groups() for m in re.finditer(r"^\s*\d+:\s+(\d+)\s+(\d+)\s+(\S+)", text, re.MULTILINE)]
+    return [[name, int(n), int(b)] for n, b, name in rows[:top]]
 
 
 def memory(args) -> None:
@@ -221,9 +338,10 @@ def memory(args) -> None:
                 jvm = jvm_of(job.pid)
                 point = {
                     "open_predictions": total,
-                    "checkpoint_bytes": du(next((out / "checkpoints").iterdir())),
+                    "checkpoint_bytes": checkpoint_bytes(out / "checkpoints"),
                     "heap_after_gc_bytes": heap_after_gc(jvm) if jvm else -1,
                     "rss_bytes": tree_rss_bytes(job.pid),
+                    "heap_top_classes": heap_histogram(jvm) if jvm else [],
                 }
                 print(point, flush=True)
                 points.append(point)
@@ -262,8 +380,12 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--open", default="250000,1000000", help="comma-separated totals of open predictions")
     m.add_argument("--backend", default="rocksdb", choices=("hashmap", "rocksdb"))
+    s = sub.add_parser("side-by-side")
+    s.add_argument("--data", required=True, help="a to_project.py --labels output directory")
+    s.add_argument("--baseline", default=None, help="another checkout whose labels run to compare right after")
+    s.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    throughput(args) if args.cmd == "throughput" else memory(args)
+    {"throughput": throughput, "memory": memory, "side-by-side": side_by_side}[args.cmd](args)
 
 
 if __name__ == "__main__":

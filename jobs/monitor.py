@@ -5,8 +5,8 @@ build() declares the graph top to bottom, as in Flink's own examples:
              labels_raw                      (020_source_kafka.sql; JSON-lines files: 020_source_file.sql)
   parse      mlv_parse (Java UDTF)           validate once, pack the monitored columns (025_parsed.sql)
   windows    TUMBLE on event time            mlv_window_stats (Java UDAF), PERCENTILE, COUNT (030_outputs.sql)
-  quality    interval join labels to         mlv_quality_stats (Java UDAF) per prediction window,
-             predictions (up to L later)     re-emitted as labels arrive (027, 040, 050)
+  quality    LabelJoin (Java, keyed by       mlv_quality_stats (Java UDAF) per prediction window,
+             request): labels to predictions re-emitted as labels arrive (027, 040, 050)
   finish     FinishRows (Python)             PSI, KS, rates, accuracy, ECE... from the counts
   sinks      Kafka dead-letter topic         every invalid or late event, orphan or duplicate
                                              label, with its reason
@@ -43,6 +43,7 @@ from pyflink.datastream.connectors.kafka import (
     KafkaRecordSerializationSchema,
     KafkaSink,
 )
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
 
 from mlvigil import clickhouse
@@ -123,7 +124,7 @@ QUALITY_MINI_BATCH = {
 
 def execute_as_tables(t_env: StreamTableEnvironment, statements: list[str]) -> None:
     """Runs statements, registering each view as a Table planned once: all readers of such a
-    view share one plan node (one interval join, one copy of its state). A view created with
+    view share one plan node (one copy of its state). A view created with
     SQL is expanded again for every reader, and the planner then never merges the readers'
     copies of a LATERAL TABLE and what lies above it."""
     for stmt in statements:
@@ -169,8 +170,8 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
         conf.set_string("state.backend.type", "rocksdb")
         conf.set_string("execution.checkpointing.incremental", "true")
     if cfg.quality_enabled:
-        # Bounds the state of the label numbering and of the quality aggregation (the interval
-        # join frees its own state by watermark; window aggregations ignore this TTL).
+        # Bounds the label join's "label seen" flags and the quality aggregation's state (the join
+        # frees each prediction by watermark itself; window aggregations ignore this TTL).
         conf.set_string("table.exec.state.ttl", f"{cfg.label_state_ttl_ms} ms")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
@@ -261,11 +262,20 @@ def job_outputs(t_env: StreamTableEnvironment, cfg: Config, quality: bool) -> Da
     )
     if not quality:
         return t_env.to_data_stream(t_env.from_path("job_outputs"))
-    # Two planning stages, one job graph: job_stage (every source read once) as a DataStream,
-    # then the quality aggregation over it with mini-batches on.
+    # Two planning stages, one job graph: job_stage and job_stage_features (every source read
+    # once) as DataStreams, the label join, then the quality aggregation with mini-batches on.
+    # A changelog: quality windows are updated as labels arrive (FinishRows keeps the new row
+    # of each update).
     execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
     stage = t_env.to_data_stream(t_env.from_path("job_stage"))
-    t_env.create_temporary_view("job_stage_stream", t_env.from_data_stream(stage))
+    # The label join: one keyed Java operator per (model_id, request_id) on this DataStream
+    # (udfs/java/.../LabelJoin.java), where the stage's rows are objects already.
+    joined = get_gateway().jvm.io.mlvigil.udf.LabelJoin.apply(
+        stage._j_data_stream, cfg.label_lateness_ms, cfg.label_skew_ms, cfg.window_ms, cfg.label_state_ttl_ms
+    )
+    t_env.create_temporary_view("job_stage_joined", t_env.from_data_stream(DataStream(joined)))
+    features = t_env.to_data_stream(t_env.from_path("job_stage_features"))
+    t_env.create_temporary_view("job_stage_features_stream", t_env.from_data_stream(features))
     for key, value in QUALITY_MINI_BATCH.items():
         t_env.get_config().set(key, value)
     execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))

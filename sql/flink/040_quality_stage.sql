@@ -1,19 +1,44 @@
--- Model quality, part 2 (with labels enabled): everything the first planning stage emits, as
--- one table so the sources are still read once: job_outputs plus the quality inputs (kind
--- 'quality_input'). jobs/monitor.py turns it into a DataStream and plans 050_quality_windows.sql
--- over it with mini-batches on. They are off here: a mini-batch assigner in front of a
--- CURRENT_WATERMARK (mlv_is_late in 025_parsed.sql) would change the watermark it reads.
+-- Model quality, part 2 (with labels enabled): everything the first planning stage emits, in
+-- two tables, so each source is still read once: job_stage, the outputs of the predictions and
+-- labels streams, the valid on-time predictions (kind 'quality_input', labelled = false) and the
+-- valid labels (kind 'label'); job_stage_features, the outputs of the features stream.
+-- jobs/monitor.py turns each into a DataStream, joins the labels to their predictions in
+-- job_stage's (LabelJoin, keyed by model_id and q_request_id: it adds the labelled
+-- 'quality_input' rows and the duplicate and orphan dead letters) and plans
+-- 050_quality_windows.sql over both with mini-batches on. Apart because the join's timers follow
+-- the watermark of its stream: the predictions' and labels' only, as an interval join's would,
+-- never held back by a late or silent features stream. Mini-batches are off here: a mini-batch
+-- assigner in front of a CURRENT_WATERMARK (mlv_is_late in 025_parsed.sql) would change the
+-- watermark it reads.
+CREATE TEMPORARY VIEW job_stage_features AS
+SELECT *, CAST(NULL AS BIGINT) AS q_window_ms, CAST(NULL AS BOOLEAN) AS q_labelled, CAST(NULL AS BYTES) AS q_packed,
+       CAST(NULL AS DOUBLE) AS q_score, CAST(NULL AS STRING) AS q_predicted_label, CAST(NULL AS STRING) AS q_label,
+       CAST(NULL AS DOUBLE) AS q_label_value, CAST(NULL AS BOOLEAN) AS q_clicked,
+       CAST(NULL AS BOOLEAN) AS q_converted, CAST(NULL AS DOUBLE) AS q_revenue, CAST(NULL AS STRING) AS q_request_id
+FROM job_outputs
+WHERE kind = 'features' OR dl_stream = 'features';
+
 CREATE TEMPORARY VIEW job_stage AS
 SELECT *, CAST(NULL AS BIGINT) AS q_window_ms, CAST(NULL AS BOOLEAN) AS q_labelled, CAST(NULL AS BYTES) AS q_packed,
        CAST(NULL AS DOUBLE) AS q_score, CAST(NULL AS STRING) AS q_predicted_label, CAST(NULL AS STRING) AS q_label,
        CAST(NULL AS DOUBLE) AS q_label_value, CAST(NULL AS BOOLEAN) AS q_clicked,
-       CAST(NULL AS BOOLEAN) AS q_converted, CAST(NULL AS DOUBLE) AS q_revenue
+       CAST(NULL AS BOOLEAN) AS q_converted, CAST(NULL AS DOUBLE) AS q_revenue, CAST(NULL AS STRING) AS q_request_id
 FROM job_outputs
+WHERE kind <> 'features' AND COALESCE(dl_stream, '') <> 'features'
 UNION ALL
 SELECT 'quality_input', CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS TIMESTAMP(3)), model_id, model_version,
        CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS ARRAY<DOUBLE>), CAST(NULL AS STRING),
        CAST(NULL AS STRING), CAST(NULL AS STRING), CAST(NULL AS STRING), CAST(NULL AS STRING),
        CAST(NULL AS STRING), CAST(NULL AS INT), CAST(NULL AS BIGINT), CAST(NULL AS TIMESTAMP(3)),
-       CAST(NULL AS BIGINT), CAST(NULL AS BYTES),
-       window_ms, labelled, packed, score, predicted_label, label, label_value, clicked, converted, revenue
-FROM quality_inputs;
+       event_ms, CAST(NULL AS BYTES),
+       window_ms, FALSE, packed, score, predicted_label, CAST(NULL AS STRING), CAST(NULL AS DOUBLE),
+       CAST(NULL AS BOOLEAN), CAST(NULL AS BOOLEAN), CAST(NULL AS DOUBLE), request_id
+FROM quality_predictions
+UNION ALL
+SELECT 'label', CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS TIMESTAMP(3)), model_id, CAST(NULL AS STRING),
+       CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS ARRAY<DOUBLE>), CAST(NULL AS STRING),
+       CAST(NULL AS STRING), CAST(NULL AS STRING), CAST(NULL AS STRING), CAST(NULL AS STRING),
+       kafka_topic, kafka_partition, kafka_offset, CAST(kafka_ts AS TIMESTAMP(3)), event_ms, payload,
+       CAST(NULL AS BIGINT), CAST(NULL AS BOOLEAN), CAST(NULL AS BYTES), CAST(NULL AS DOUBLE), CAST(NULL AS STRING),
+       label, label_value, clicked, converted, revenue, request_id
+FROM quality_labels;

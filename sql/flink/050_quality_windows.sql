@@ -1,6 +1,12 @@
--- Model quality, part 3: the second planning stage, over job_stage_stream (the DataStream of
--- 040_quality_stage.sql), planned with mini-batches on. A regular (not windowed) aggregation per
--- prediction window, model and version: it re-emits the window's statistics when labels for it
+-- Model quality, part 3: the second planning stage, over the DataStreams of
+-- 040_quality_stage.sql (job_stage with its labels joined, and job_stage_features), planned with
+-- mini-batches on.
+CREATE TEMPORARY VIEW job_stage_stream AS
+SELECT * FROM job_stage_joined
+UNION ALL
+SELECT * FROM job_stage_features_stream;
+
+-- A regular (not windowed) aggregation per prediction window, model and version: it re-emits the window's statistics when labels for it
 -- arrive, at most once per mini-batch (table.exec.mini-batch.allow-latency, 1 s), for as long
 -- as its state lives (labels.state_ttl after its last update). `updates` (rows folded in) only
 -- grows: ClickHouse keeps the row with the largest (ReplacingMergeTree version).
