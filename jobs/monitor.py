@@ -208,8 +208,9 @@ def build(
                 "020_source_kafka.sql", kafka_options=kafka_options(cfg, stream, bounded), **common
             )
         statements += sql_statements("025_parsed.sql", stream=stream)
-    for stmt in statements:
-        t_env.execute_sql(stmt)
+    # The parsed views as planned Tables: the windows and the dead letters then read one
+    # mlv_parse correlate per stream instead of one each (a row conversion less per event).
+    execute_as_tables(t_env, statements)
     if quality:
         quality_sql = dict(
             lateness=sql_interval(cfg.label_lateness_ms), skew=sql_interval(cfg.label_skew_ms), window_ms=cfg.window_ms
