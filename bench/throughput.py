@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -129,7 +130,9 @@ def run_measured(cmd: list[str], env: dict | None = None) -> Measured:
     if rc != 0:
         sys.exit(f"job failed ({rc}):\n{err[-3000:]}")
     end = time.monotonic()
-    cpu_end = cpu_at_end if cpu_at_end is not None else cpu[0]
+    # The job exits right after printing its net runtime, often before that line is read here:
+    # then the sampler's last reading (at most 0.2 s before the end) is the end's.
+    cpu_end = max(cpu[0], cpu_at_end or 0.0)
     return Measured(err, end - t0, (submitted or end) - t0, peak[0], cpu_end - cpu_at_submit)
 
 
@@ -142,11 +145,19 @@ def numpy_pass(python: str, data: Path, out: Path) -> dict:
     script = ROOT.parent / "shared" / "peerbench" / "ref_numpy.py"
     if not script.exists():
         script = Path("/work/shared/peerbench/ref_numpy.py")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([python, str(script), "--data", str(data), "--out", str(out)], capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         sys.exit(f"numpy pass failed:\n{r.stderr[-2000:]}")
     m = re.search(r"RESULT numpy events/s=([\d,]+) \(load\+compute ([\d.]+)s\)", r.stdout)
-    return {"requests_per_s": int(m.group(1).replace(",", "")), "seconds": float(m.group(2))}
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    # cpu_s_process: the whole process, reference preparation and CSV writing included
+    return {
+        "requests_per_s": int(m.group(1).replace(",", "")),
+        "seconds": float(m.group(2)),
+        "cpu_s_process": round(cpu, 1),
+    }
 
 
 def run_job(data: Path, parallelism: int | None, extra_env: dict | None = None) -> dict:
