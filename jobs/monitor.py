@@ -212,7 +212,9 @@ def build(
     execute_statements(t_env, "010_functions.sql")
     for stream in STREAMS + ((LABELS,) if quality else ()):
         declare_source(t_env, cfg, stream, encoded_catalog, stop_offsets, source_files)
-        execute_statements(t_env, "025_parsed.sql", stream=stream)
+        # The parsed view as a planned Table: the windows and the dead letters then read one
+        # mlv_parse correlate per stream instead of one each (a row conversion less per event).
+        execute_as_tables(t_env, sql_statements("025_parsed.sql", stream=stream))
     outputs = job_outputs(t_env, cfg, quality)
 
     dead_letters_to_kafka(outputs, cfg)

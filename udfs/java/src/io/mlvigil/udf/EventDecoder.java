@@ -39,6 +39,9 @@ public final class EventDecoder {
      */
     private static final JsonFactory JSON = JsonFactory.builder()
             .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
+            // FastDoubleParser: correctly rounded like Double.parseDouble (the same doubles),
+            // several times faster; number parsing was about 8 % of a feature event's cost.
+            .enable(StreamReadFeature.USE_FAST_DOUBLE_PARSER)
             .build();
 
     /** The decoded event, or the reason it is invalid. Reused per call: not thread-safe. */
