@@ -166,18 +166,20 @@ public final class LabelJoin {
         @Override
         public void processElement(Row r, Context ctx, Collector<Row> out) throws Exception {
             String modelId = (String) r.getField(c.modelId);
-            Emit emit = new Emit(modelId, out);
-            LabelMatcher.Pending s = LabelMatcher.decode(pending.value());
-            if (PREDICTION.equals(r.getField(c.kind))) {
-                LabelMatcher.Prediction p = prediction(r);
-                out.collect(r); // counted once as a prediction (labelled = false)
-                s = matcher.onPrediction(s, p, emit);
-            } else if (seen.value() != null) {
+            boolean isPrediction = PREDICTION.equals(r.getField(c.kind));
+            if (!isPrediction && seen.value() != null) {
                 seen.update(Boolean.TRUE);
                 out.collect(deadLetter(modelId, "duplicate_label", DUPLICATE_REASON, r.getField(c.topic),
                         r.getField(c.partition), r.getField(c.offset), r.getField(c.kafkaTime), r.getField(c.eventMs),
                         r.getField(c.payload)));
-                return;
+                return; // a duplicate needs none of the key's pending state: not decoded
+            }
+            Emit emit = new Emit(modelId, out);
+            LabelMatcher.Pending s = LabelMatcher.decode(pending.value());
+            if (isPrediction) {
+                LabelMatcher.Prediction p = prediction(r);
+                out.collect(r); // counted once as a prediction (labelled = false)
+                s = matcher.onPrediction(s, p, emit);
             } else {
                 seen.update(Boolean.TRUE);
                 s = matcher.onFirstLabel(s, label(r), emit);
