@@ -200,14 +200,18 @@ def test_a_full_disk_is_retryable_and_healed_by_run(small_disk, caplog):
         c.close()
     assert clickhouse.retry_reason(e) == "disk full", e
 
-    # run() waits until space comes back (a thread frees it after a few failed attempts).
+    # run() waits until space comes back: freed right after the third attempt has failed (freed
+    # before or during it, a race, the third attempt could succeed).
     attempts = []
 
     def write(c):
         attempts.append(1)
-        if len(attempts) == 3:
-            threading.Thread(target=lambda: [f.unlink() for f in small_disk.glob("filler-*")]).start()
-        c.insert("rows", rows, column_names=["k", "v"], database="t")
+        try:
+            c.insert("rows", rows, column_names=["k", "v"], database="t")
+        finally:
+            if len(attempts) == 3:
+                for f in small_disk.glob("filler-*"):
+                    f.unlink()
 
     caplog.set_level(logging.WARNING, "mlvigil.clickhouse")
     before = clickhouse.health(url).retries
