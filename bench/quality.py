@@ -56,7 +56,10 @@ MODELS = ("recsys", "fraud")
 RESULTS = ROOT / "bench" / "results" / "quality.jsonl"
 
 
-def write_config(out: Path, backend: str, quality: bool = True, bootstrap: str = "127.0.0.1:9092") -> Path:
+def write_config(
+    out: Path, backend: str, quality: bool = True, bootstrap: str = "127.0.0.1:9092", heap: str | None = None
+) -> Path:
+    """heap: flink.local_heap (None: the default, as a user gets it)."""
     models = {}
     for m in MODELS:
         path = out / "profiles" / f"{m}.json"
@@ -70,7 +73,7 @@ def write_config(out: Path, backend: str, quality: bool = True, bootstrap: str =
         "models": models,
         "clickhouse": {"url": f"chdb://{(out / 'clickhouse').resolve()}", "flush_interval": "500ms"},
         "flink": {"parallelism": 1, "checkpoint_dir": str((out / "checkpoints").resolve()),
-                  "checkpoint_interval": "5s", "state_backend": backend},
+                  "checkpoint_interval": "5s", "state_backend": backend} | ({"local_heap": heap} if heap else {}),
     }  # fmt: skip
     path = out / f"config-{backend}-{'q' if quality else 'noq'}.yaml"
     path.write_text(json.dumps(cfg, indent=1))
@@ -303,7 +306,8 @@ def memory(args) -> None:
     with LocalBroker(log_file=out / "broker.log") as broker:
         for t in ("features", "predictions", "labels", "dead-letters"):
             broker.create_topic(f"mlvigil.{t}")
-        config = write_config(out, args.backend, True, broker.bootstrap)
+        # The heap must hold the largest step's open predictions (measured after a full GC).
+        config = write_config(out, args.backend, True, broker.bootstrap, heap="4g")
         job = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "monitor.py"), "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=open(out / "job.log", "w"), start_new_session=True)  # fmt: skip
         try:

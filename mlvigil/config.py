@@ -37,6 +37,14 @@ def duration_ms(value: Any) -> int:
     return int(Decimal(m.group(1)) * _UNIT_MS[m.group(2)])
 
 
+def jvm_size(value: Any, name: str) -> str:
+    """A JVM memory size as -Xmx takes it: a whole number with k, m or g (e.g. 1g, 1536m)."""
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"[1-9][0-9]*[kmg]", text):
+        raise ValueError(f"{name} must be a size like 1g or 1536m, not {value!r}")
+    return text
+
+
 def env_references(value: Any) -> set[str]:
     """The environment variables a config value refers to as ${NAME} (in strings, dicts, lists)."""
     if isinstance(value, str):
@@ -136,6 +144,13 @@ class Config:
     label_state_ttl_ms: int = 90_000_000
     """Idle state retention of the label de-duplication and the quality aggregates (default L + 1 h)."""
     state_backend: str = "hashmap"
+    local_heap: str = "2g"
+    """flink.local_heap: the maximum heap (-Xmx) of the JVM that `mlvigil run` starts for Flink's
+    local mini-cluster; a cluster's TaskManagers are sized by their own taskmanager.memory.*. A
+    cap keeps the process's memory predictable (without it the JVM may grow to a quarter of the
+    machine's memory); running out of it ends the run with an error (ExitOnOutOfMemoryError), and
+    `--restore latest` with a larger heap resumes it. The hashmap backend keeps the label join's
+    state in it (README "State and memory"); for more, use state_backend: rocksdb."""
     flink_conf: dict[str, str] = field(default_factory=dict)
     """flink.conf: any Flink configuration option, applied last (e.g. rest.port, taskmanager memory)."""
     # -- health of the monitor (README "Health of the monitor") ------------------------------------
@@ -256,6 +271,7 @@ def parse_config(raw: dict, base_dir: Path = Path("."), source_path: Path | None
         label_skew_ms=duration_ms(labels.get("skew", "5s")),
         label_state_ttl_ms=duration_ms(labels.get("state_ttl", lateness_ms / 1000 + 3600)),
         state_backend=backend,
+        local_heap=jvm_size(flink.get("local_heap", "2g"), "flink.local_heap"),
         flink_conf={str(k): str(v) for k, v in (flink.get("conf") or {}).items()},
         prometheus_port=prometheus_port((raw.get("metrics") or {}).get("prometheus_port")),
         **_input_limits(limits),

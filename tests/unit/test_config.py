@@ -86,6 +86,7 @@ def test_defaults(setup, monkeypatch):
     assert cfg.checkpoint_interval_ms == 10 * 1000
     assert cfg.flush_interval_ms == 500
     assert cfg.restart_attempts == 3
+    assert cfg.local_heap == "2g"
     assert cfg.source_path == root / "conf" / "mlvigil.yaml"
     m = cfg.models["recsys"]
     assert m.model_id == "recsys" and m.segments == []
@@ -112,10 +113,11 @@ def test_values_from_file(setup):
     assert cfg.models["recsys"].segments == ["region", "user_type"]
 
 
-def test_flink_options_pass_through_last(setup):
+def test_flink_options_pass_through_last(setup, monkeypatch):
     """flink.conf reaches the job's Flink configuration as given, over mlvigil's own settings."""
     from mlvigil.jobs.monitor import flink_configuration
 
+    monkeypatch.setenv("JVM_ARGS", "")  # flink_configuration sets it for a local JVM: restored after
     root, _ = setup
     raw = {
         **minimal(),
@@ -127,6 +129,36 @@ def test_flink_options_pass_through_last(setup):
     assert conf.get_string("rest.port", "") == "8089"
     assert conf.get_string("state.backend.type", "") == "hashmap"  # the user's word wins
     assert conf.get_string("execution.checkpointing.incremental", "") == "true"  # from state_backend: rocksdb
+
+
+@pytest.mark.parametrize(("value", "size"), [("1536m", "1536m"), ("4G", "4g"), (" 512k ", "512k")])
+def test_local_heap_sizes(setup, value, size):
+    root, _ = setup
+    cfg = load_config(write_config(root / "conf" / "c.yaml", {**minimal(), "flink": {"local_heap": value}}))
+    assert cfg.local_heap == size
+
+
+@pytest.mark.parametrize("value", ["2 GB", "0g", "-1g", "1.5g", 2, "2"])
+def test_bad_local_heap_sizes_are_refused(setup, value):
+    root, _ = setup
+    with pytest.raises(ValueError, match="flink.local_heap"):
+        load_config(write_config(root / "conf" / "c.yaml", {**minimal(), "flink": {"local_heap": value}}))
+
+
+def test_local_jvm_args_cap_the_heap_and_exit_on_oom_unless_the_operator_says_otherwise(setup):
+    from mlvigil.jobs.monitor import LOCAL_GC_ARGS, local_jvm_args
+
+    root, _ = setup
+    cfg = load_config(write_config(root / "conf" / "c.yaml", {**minimal(), "flink": {"local_heap": "3g"}}))
+    environ: dict[str, str] = {}
+    local_jvm_args(cfg, environ)
+    assert environ["JVM_ARGS"].split() == ["-Xmx3g", *LOCAL_GC_ARGS, "-XX:+ExitOnOutOfMemoryError"]
+    environ = {"JVM_ARGS": "-Dx=1 -Xmx8g -XX:GCTimeRatio=9 -XX:-ExitOnOutOfMemoryError"}
+    local_jvm_args(cfg, environ)
+    args = environ["JVM_ARGS"].split()
+    assert args[:4] == ["-Dx=1", "-Xmx8g", "-XX:GCTimeRatio=9", "-XX:-ExitOnOutOfMemoryError"]
+    assert not any(a.startswith("-Xmx3g") or a == "-XX:+ExitOnOutOfMemoryError" or "GCTimeRatio=4" in a for a in args)
+    assert "-XX:MaxHeapFreeRatio=30" in args  # what the operator did not set is still added
 
 
 def test_overrides_merge_deeply(setup):
