@@ -19,13 +19,13 @@ size first/last and duration p50/max, notifications received. Appended to bench/
 import argparse
 import heapq
 import json
+import multiprocessing
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -77,14 +77,20 @@ def latest_checkpoint(port: int) -> dict | None:
     }
 
 
-class Producer(threading.Thread):
-    """Live requests at `rate`/s; labels for 90 % of them, 0-60 s later in wall time."""
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Producer(SPAWN.Process):
+    """Live requests at `rate`/s; labels for 90 % of them, 0-60 s later in wall time. A process of
+    its own, so the producer's Python work does not share a GIL with the sampling here. After
+    stop is set, `result` gets ({minute (epoch ms): requests}, labels sent)."""
 
     def __init__(self, bootstrap: str, topics: dict, rate: int):
         super().__init__(daemon=True)
         self.bootstrap, self.topics, self.rate = bootstrap, topics, rate
-        self.stop = threading.Event()
-        self.produced: dict[int, int] = {}  # minute (epoch ms) -> requests
+        self.stop = SPAWN.Event()
+        self.result = SPAWN.Queue()
+        self.produced: dict[int, int] = {}
         self.labels_sent = 0
 
     def run(self) -> None:
@@ -137,6 +143,7 @@ class Producer(threading.Thread):
             p.poll(0)
             time.sleep(max(0.0, tick_s - (time.time() - t0)))
         p.flush(30)
+        self.result.put((self.produced, self.labels_sent))
 
 
 def slope_per_minute(samples: list[tuple[float, float]]) -> float | None:
@@ -203,7 +210,8 @@ def main() -> None:
             if c:
                 ckpts.setdefault(c["id"], {**c, "t": t})
         prod.stop.set()
-        prod.join()
+        produced, labels_sent = prod.result.get(timeout=120)
+        prod.join(60)
         alive = job.poll() is None
         if alive:
             os.killpg(job.pid, signal.SIGTERM)
@@ -219,7 +227,7 @@ def main() -> None:
     window_ms = duration_ms(args.window)
     full = rows[1:-1]  # the first and last windows are partial
     counted_rps = [ev / (window_ms / 1000) for _, _, ev in full]
-    produced_rps = [prod.produced.get(end - window_ms, 0) / (window_ms / 1000) for end, _, _ in full]
+    produced_rps = [produced.get(end - window_ms, 0) / (window_ms / 1000) for end, _, _ in full]
     fresh = sorted((c - (end + ooo_ms)) / 1000 for end, c, _ in full)
     half = [s for s in rss if s[0] >= rss[-1][0] / 2] if rss else []
     cps = sorted(ckpts.values(), key=lambda c: c["id"])
@@ -231,7 +239,7 @@ def main() -> None:
         "counted_rps_median": round(statistics.median(counted_rps), 1) if counted_rps else None,
         "windows": len(full),
         "counted_equals_produced_windows": sum(1 for a, b in zip(counted_rps, produced_rps, strict=True) if a == b),
-        "labels_sent": prod.labels_sent,
+        "labels_sent": labels_sent,
         "freshness_s_p50": round(float(np.percentile(fresh, 50)), 2) if fresh else None,
         "freshness_s_p95": round(float(np.percentile(fresh, 95)), 2) if fresh else None,
         "freshness_s_max": round(max(fresh), 2) if fresh else None,
