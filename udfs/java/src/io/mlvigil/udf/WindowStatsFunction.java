@@ -139,7 +139,16 @@ public class WindowStatsFunction extends AggregateFunction<String, WindowStatsFu
                 return Arrays.binarySearch(points, x);
             }
             int c = cell(x, from.length - 1);
-            return Arrays.binarySearch(points, from[c], from[c + 1], x);
+            int i = from[c];
+            int to = from[c + 1];
+            if (to - i > 8) {
+                return Arrays.binarySearch(points, i, to, x);
+            }
+            // A few points at most: the first not below x in Double.compare's order (Arrays.binarySearch's).
+            while (i < to && Double.compare(points[i], x) < 0) {
+                i++;
+            }
+            return i < to && Double.compare(points[i], x) == 0 ? i : -i - 1;
         }
     }
 
