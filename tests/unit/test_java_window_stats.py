@@ -367,7 +367,10 @@ def test_point_index_search_is_arrays_binary_search(contract):
     point_sets = [[1.0], [0.0, 1.0, 2.0], [-1e100, 0.0, 1e-300, 1e100], [-0.0, 0.0, 1e-320, 5e-324]]
     point_sets += [sorted({round(rng.gauss(0, 1), rng.choice([1, 3, 6])) for _ in range(rng.choice([5, 101]))})
                    for _ in range(20)]  # fmt: skip
-    point_sets += [sorted({rng.expovariate(1.0) ** 6 for _ in range(101)}), [float(v) for v in np.linspace(-1e300, 1e300, 50)]]
+    point_sets += [
+        sorted({rng.expovariate(1.0) ** 6 for _ in range(101)}),
+        [float(v) for v in np.linspace(-1e300, 1e300, 50)],
+    ]
     for points in point_sets:
         index = udf.WindowStatsFunction.PointIndex(contract.java.double_array(points))
         java_points = contract.java.double_array(points)
