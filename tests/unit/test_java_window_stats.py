@@ -356,3 +356,27 @@ def test_merge_keeps_the_segment_cap(contract, shop, seed):
         assert_same(by_segment(merged), want, rel=1e-9)
         single = by_segment(json.loads(fn.getValue(run(fn, [p for part in parts for _, p in part]))))
         assert_same(by_segment(merged)["segments"]["*"], single["segments"]["*"], rel=1e-9)
+
+
+def test_point_index_search_is_arrays_binary_search(contract):
+    """WindowStatsFunction.PointIndex (the grid-narrowed search of the PSI bins and KS cells) returns what
+    java.util.Arrays.binarySearch returns over the whole array: on every point, next to it, between, outside,
+    at both zeros, for clustered, wide, tiny and degenerate point sets."""
+    jvm, udf = contract.java.jvm, contract.java.udf
+    rng = random.Random(5)
+    point_sets = [[1.0], [0.0, 1.0, 2.0], [-1e100, 0.0, 1e-300, 1e100], [-0.0, 0.0, 1e-320, 5e-324]]
+    point_sets += [sorted({round(rng.gauss(0, 1), rng.choice([1, 3, 6])) for _ in range(rng.choice([5, 101]))})
+                   for _ in range(20)]  # fmt: skip
+    point_sets += [
+        sorted({rng.expovariate(1.0) ** 6 for _ in range(101)}),
+        [float(v) for v in np.linspace(-1e300, 1e300, 50)],
+    ]
+    for points in point_sets:
+        index = udf.WindowStatsFunction.PointIndex(contract.java.double_array(points))
+        java_points = contract.java.double_array(points)
+        keys = [p + d for p in points for d in (0.0,)] + [
+            math.nextafter(p, s) for p in points for s in (-math.inf, math.inf)
+        ]
+        keys += [rng.uniform(points[0] - 1, points[-1] + 1) for _ in range(50)] + [-1e100, 1e100, 0.0, -0.0]
+        for k in keys:
+            assert index.search(k) == jvm.java.util.Arrays.binarySearch(java_points, float(k)), (points, k)

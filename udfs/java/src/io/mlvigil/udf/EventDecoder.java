@@ -20,6 +20,12 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadFea
  * streaming pass. Every way an event can be wrong ends in a reason code and a human reason, so
  * the job can dead-letter it instead of failing or dropping it. The codes are documented in
  * schemas/README.md.
+ *
+ * Two readers feed the same field rules (Tokens): StrictJsonScanner, a byte scanner that reads
+ * the common case (a strict, duplicate-free object) without Jackson's per-parser set-up, and
+ * Jackson's streaming parser, which reads from the start whatever the scanner gives up on and so
+ * decides every syntax error, duplicate key and limit exactly as before the scanner existed.
+ * tests/unit/test_decoder_differential.py holds the two (and Python's json) to the same verdicts.
  */
 public final class EventDecoder {
     /**
@@ -118,6 +124,71 @@ public final class EventDecoder {
     }
 
     private final Event event = new Event();
+    private final StrictJsonScanner scanner = new StrictJsonScanner();
+
+    /** What the field readers need of a JSON parser: Jackson's, or the strict scanner (the same tokens). */
+    interface Tokens {
+        /** The next token, as JsonParser.nextToken; null at the end of the input. */
+        JsonToken next() throws IOException;
+
+        /** The current field name. */
+        String name() throws IOException;
+
+        /** A string's value, a number's text, or the token's text (as JsonParser.getText). */
+        String text() throws IOException;
+
+        double doubleValue() throws IOException;
+
+        /** An integer outside long (Jackson's NumberType.BIG_INTEGER). */
+        boolean isBigInteger() throws IOException;
+
+        long longValue() throws IOException;
+
+        void skipChildren() throws IOException;
+    }
+
+    private static final class JacksonTokens implements Tokens {
+        private final JsonParser p;
+
+        JacksonTokens(JsonParser p) {
+            this.p = p;
+        }
+
+        @Override
+        public JsonToken next() throws IOException {
+            return p.nextToken();
+        }
+
+        @Override
+        public String name() throws IOException {
+            return p.currentName();
+        }
+
+        @Override
+        public String text() throws IOException {
+            return p.getText();
+        }
+
+        @Override
+        public double doubleValue() throws IOException {
+            return p.getDoubleValue();
+        }
+
+        @Override
+        public boolean isBigInteger() throws IOException {
+            return p.getNumberType() == JsonParser.NumberType.BIG_INTEGER;
+        }
+
+        @Override
+        public long longValue() throws IOException {
+            return p.getLongValue();
+        }
+
+        @Override
+        public void skipChildren() throws IOException {
+            p.skipChildren();
+        }
+    }
 
     /** ISO-8601 with an offset or Z; without one, UTC is assumed. Null when unparseable. */
     static Long parseIso(String s) {
@@ -142,6 +213,15 @@ public final class EventDecoder {
      * tables' retention, see MonitorCatalog.maxEventAgeMs).
      */
     public Event decode(byte[] payload, Stream stream, Instant kafkaTs, long nowMs, MonitorCatalog catalog) {
+        return decode(payload, stream, kafkaTs, nowMs, catalog, false);
+    }
+
+    /**
+     * jacksonOnly: without the strict scanner, as before it existed (the differential test's
+     * reference: both must give the same verdict and values for any input).
+     */
+    public Event decode(byte[] payload, Stream stream, Instant kafkaTs, long nowMs, MonitorCatalog catalog,
+            boolean jacksonOnly) {
         Event e = event;
         e.reset();
         if (payload == null) {
@@ -154,15 +234,42 @@ public final class EventDecoder {
                     + catalog.maxMessageBytes + ")");
             return e;
         }
-        try (JsonParser p = JSON.createParser(payload)) {
-            if (p.nextToken() != JsonToken.START_OBJECT) {
-                e.fail("not_an_object", "the event is not a JSON object");
-                return e;
+        if (jacksonOnly) {
+            readWithJackson(payload, e, stream, catalog.maxFeatures);
+        } else {
+            try {
+                scanner.reset(payload);
+                readDocument(scanner, e, stream, catalog.maxFeatures);
+            } catch (IOException | RuntimeException giveUp) { // StrictJsonScanner.Bail, or anything unforeseen
+                // Outside the strict scanner's subset (an error, a duplicate, a limit, a rare form):
+                // Jackson reads it from the start and decides, as it did before the scanner existed.
+                e.reset();
+                readWithJackson(payload, e, stream, catalog.maxFeatures);
             }
-            readObject(p, e, stream, catalog.maxFeatures);
-            if (p.nextToken() != null) {
-                e.fail("malformed_json", "trailing content after the JSON object");
-            }
+        }
+        if (!e.ok()) {
+            return e;
+        }
+        checkRequired(e, stream, kafkaTs, nowMs, catalog);
+        return e;
+    }
+
+    /** The document's syntax and fields: the object, then nothing but whitespace. */
+    private static void readDocument(Tokens p, Event e, Stream stream, int maxFeatures) throws IOException {
+        if (p.next() != JsonToken.START_OBJECT) {
+            e.fail("not_an_object", "the event is not a JSON object");
+            return;
+        }
+        readObject(p, e, stream, maxFeatures);
+        if (p.next() != null) {
+            e.fail("malformed_json", "trailing content after the JSON object");
+        }
+    }
+
+    /** Jackson's parser over the document: any input, and the wording of its syntax errors. */
+    private static void readWithJackson(byte[] payload, Event e, Stream stream, int maxFeatures) {
+        try (JsonParser jp = JSON.createParser(payload)) {
+            readDocument(new JacksonTokens(jp), e, stream, maxFeatures);
         } catch (JsonParseException ex) {
             e.reasonCode = null;
             String msg = firstLine(ex.getOriginalMessage());
@@ -172,17 +279,10 @@ public final class EventDecoder {
             } else {
                 e.fail("malformed_json", "malformed JSON: " + clip(msg, 300));
             }
-            return e;
         } catch (IOException | RuntimeException ex) {
             e.reasonCode = null;
             e.fail("malformed_json", "malformed JSON: " + clip(firstLine(ex.getMessage()), 300));
-            return e;
         }
-        if (!e.ok()) {
-            return e;
-        }
-        checkRequired(e, stream, kafkaTs, nowMs, catalog);
-        return e;
     }
 
     private static String firstLine(String s) {
@@ -193,10 +293,10 @@ public final class EventDecoder {
         return nl < 0 ? s : s.substring(0, nl);
     }
 
-    private void readObject(JsonParser p, Event e, Stream stream, int maxFeatures) throws IOException {
-        while (p.nextToken() == JsonToken.FIELD_NAME) {
-            String name = p.getCurrentName();
-            JsonToken t = p.nextToken();
+    private static void readObject(Tokens p, Event e, Stream stream, int maxFeatures) throws IOException {
+        while (p.next() == JsonToken.FIELD_NAME) {
+            String name = p.name();
+            JsonToken t = p.next();
             switch (name) {
                 case "request_id":
                     e.requestId = idText(p, t, e, name);
@@ -208,14 +308,14 @@ public final class EventDecoder {
                     e.modelVersion = idText(p, t, e, name);
                     break;
                 case "event_time":
-                    if (t == JsonToken.VALUE_NUMBER_INT && p.getNumberType() == JsonParser.NumberType.BIG_INTEGER) {
-                        e.fail("absurd_timestamp", "event_time " + clip(p.getText()) + " is outside the accepted range");
+                    if (t == JsonToken.VALUE_NUMBER_INT && p.isBigInteger()) {
+                        e.fail("absurd_timestamp", "event_time " + clip(p.text()) + " is outside the accepted range");
                     } else if (t == JsonToken.VALUE_NUMBER_INT) {
-                        e.eventMs = p.getLongValue();
+                        e.eventMs = p.longValue();
                     } else if (t == JsonToken.VALUE_STRING) {
-                        Long ms = parseIso(p.getText());
+                        Long ms = parseIso(p.text());
                         if (ms == null) {
-                            e.fail("bad_timestamp", "event_time is not ISO-8601: " + clip(p.getText()));
+                            e.fail("bad_timestamp", "event_time is not ISO-8601: " + clip(p.text()));
                         } else {
                             e.eventMs = ms;
                         }
@@ -235,7 +335,7 @@ public final class EventDecoder {
                     break;
                 case "predicted_label":
                     if (t == JsonToken.VALUE_NUMBER_INT || t == JsonToken.VALUE_NUMBER_FLOAT) {
-                        e.predictedLabel = p.getDoubleValue() + 0.0;
+                        e.predictedLabel = p.doubleValue() + 0.0;
                     } else if (t == JsonToken.VALUE_TRUE || t == JsonToken.VALUE_FALSE) {
                         e.predictedLabel = t == JsonToken.VALUE_TRUE;
                     } else {
@@ -288,16 +388,16 @@ public final class EventDecoder {
         return s.length() > max ? s.substring(0, max) + "..." : s;
     }
 
-    private static String idText(JsonParser p, JsonToken t, Event e, String name) throws IOException {
+    private static String idText(Tokens p, JsonToken t, Event e, String name) throws IOException {
         if (t == JsonToken.VALUE_STRING) {
-            String s = p.getText();
+            String s = p.text();
             if (s.isEmpty()) {
                 e.fail("missing_field", name + " is empty");
             }
             return s;
         }
         if (t == JsonToken.VALUE_NUMBER_INT) {
-            return p.getText();
+            return p.text();
         }
         if (t != JsonToken.VALUE_NULL) {
             e.fail("wrong_type", name + " must be a string");
@@ -306,9 +406,9 @@ public final class EventDecoder {
         return null;
     }
 
-    private static Double number(JsonParser p, JsonToken t, Event e, String name) throws IOException {
+    private static Double number(Tokens p, JsonToken t, Event e, String name) throws IOException {
         if (t == JsonToken.VALUE_NUMBER_INT || t == JsonToken.VALUE_NUMBER_FLOAT) {
-            double v = p.getDoubleValue();
+            double v = p.doubleValue();
             if (!(Math.abs(v) <= MAX_ABS_VALUE)) {
                 e.fail("absurd_value", name + " is not a finite number of magnitude at most 1e100");
             }
@@ -322,14 +422,14 @@ public final class EventDecoder {
     }
 
     /** Strings, numbers and booleans as their text; null stays null; containers are wrong. */
-    private static String scalarText(JsonParser p, JsonToken t, Event e, String name) throws IOException {
+    private static String scalarText(Tokens p, JsonToken t, Event e, String name) throws IOException {
         switch (t) {
             case VALUE_STRING:
             case VALUE_NUMBER_INT:
             case VALUE_NUMBER_FLOAT:
             case VALUE_TRUE:
             case VALUE_FALSE:
-                return p.getText();
+                return p.text();
             case VALUE_NULL:
                 return null;
             default:
@@ -339,7 +439,7 @@ public final class EventDecoder {
         }
     }
 
-    private static void readSegments(JsonParser p, JsonToken t, Event e) throws IOException {
+    private static void readSegments(Tokens p, JsonToken t, Event e) throws IOException {
         if (t == JsonToken.VALUE_NULL) {
             return;
         }
@@ -348,16 +448,16 @@ public final class EventDecoder {
             p.skipChildren();
             return;
         }
-        while (p.nextToken() == JsonToken.FIELD_NAME) {
-            String key = p.getCurrentName();
-            String v = scalarText(p, p.nextToken(), e, "segments." + key);
+        while (p.next() == JsonToken.FIELD_NAME) {
+            String key = p.name();
+            String v = scalarText(p, p.next(), e, "segments." + key);
             if (v != null) {
                 e.segments.put(key, v);
             }
         }
     }
 
-    private static void readValues(JsonParser p, JsonToken t, Event e, String name, int maxFeatures)
+    private static void readValues(Tokens p, JsonToken t, Event e, String name, int maxFeatures)
             throws IOException {
         if (t == JsonToken.VALUE_NULL) {
             return;
@@ -369,9 +469,9 @@ public final class EventDecoder {
         }
         e.sawValues = true;
         int count = 0;
-        while (p.nextToken() == JsonToken.FIELD_NAME) {
-            String key = p.getCurrentName();
-            JsonToken vt = p.nextToken();
+        while (p.next() == JsonToken.FIELD_NAME) {
+            String key = p.name();
+            JsonToken vt = p.next();
             if (++count > maxFeatures) {
                 // Read on (a later syntax error or duplicate key still wins) but keep nothing more.
                 e.fail("too_many_features", name + " has more than limits.max_features (" + maxFeatures + ") entries");
@@ -381,10 +481,10 @@ public final class EventDecoder {
             switch (vt) {
                 case VALUE_NUMBER_INT:
                 case VALUE_NUMBER_FLOAT:
-                    e.values.put(key, p.getDoubleValue() + 0.0);
+                    e.values.put(key, p.doubleValue() + 0.0);
                     break;
                 case VALUE_STRING:
-                    e.values.put(key, p.getText());
+                    e.values.put(key, p.text());
                     break;
                 case VALUE_TRUE:
                     e.values.put(key, Boolean.TRUE);
@@ -403,7 +503,7 @@ public final class EventDecoder {
     }
 
     /** outcomes: {clicked: bool, converted: bool, revenue: number}; other keys are ignored. */
-    private static void readOutcomes(JsonParser p, JsonToken t, Event e) throws IOException {
+    private static void readOutcomes(Tokens p, JsonToken t, Event e) throws IOException {
         if (t == JsonToken.VALUE_NULL) {
             return;
         }
@@ -412,9 +512,9 @@ public final class EventDecoder {
             p.skipChildren();
             return;
         }
-        while (p.nextToken() == JsonToken.FIELD_NAME) {
-            String key = p.getCurrentName();
-            JsonToken vt = p.nextToken();
+        while (p.next() == JsonToken.FIELD_NAME) {
+            String key = p.name();
+            JsonToken vt = p.next();
             switch (key) {
                 case "clicked":
                     e.clicked = bool(p, vt, e, "outcomes.clicked");
@@ -431,7 +531,7 @@ public final class EventDecoder {
         }
     }
 
-    private static Boolean bool(JsonParser p, JsonToken t, Event e, String name) throws IOException {
+    private static Boolean bool(Tokens p, JsonToken t, Event e, String name) throws IOException {
         if (t == JsonToken.VALUE_TRUE || t == JsonToken.VALUE_FALSE) {
             return t == JsonToken.VALUE_TRUE;
         }
@@ -442,7 +542,7 @@ public final class EventDecoder {
         return null;
     }
 
-    private static void readProbabilities(JsonParser p, JsonToken t, Event e) throws IOException {
+    private static void readProbabilities(Tokens p, JsonToken t, Event e) throws IOException {
         if (t == JsonToken.VALUE_NULL) {
             return;
         }
@@ -454,7 +554,7 @@ public final class EventDecoder {
         JsonToken end = t == JsonToken.START_OBJECT ? JsonToken.END_OBJECT : JsonToken.END_ARRAY;
         double max = Double.NEGATIVE_INFINITY;
         JsonToken vt;
-        while ((vt = p.nextToken()) != end) {
+        while ((vt = p.next()) != end) {
             if (vt == JsonToken.FIELD_NAME) {
                 continue;
             }
@@ -463,7 +563,7 @@ public final class EventDecoder {
                 p.skipChildren();
                 continue;
             }
-            double v = p.getDoubleValue();
+            double v = p.doubleValue();
             if (!(v >= 0.0 && v <= 1.0)) {
                 e.fail("absurd_value", "a probability is outside [0, 1]");
             }

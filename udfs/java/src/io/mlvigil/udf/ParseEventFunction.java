@@ -97,9 +97,15 @@ public class ParseEventFunction extends TableFunction<Row> {
 
         /** The verdict at processing time nowMs, not remembered (tests call it directly). */
         public Row parseAt(byte[] payload, String stream, Instant kafkaTs, long nowMs, MonitorCatalog catalog) {
+            return parseAt(payload, stream, kafkaTs, nowMs, catalog, false);
+        }
+
+        /** jacksonOnly: decoded as before the strict scanner (EventDecoder.decode), the differential test's reference. */
+        public Row parseAt(byte[] payload, String stream, Instant kafkaTs, long nowMs, MonitorCatalog catalog,
+                boolean jacksonOnly) {
             EventDecoder.Stream s = "predictions".equals(stream) ? EventDecoder.Stream.PREDICTIONS
                     : "labels".equals(stream) ? EventDecoder.Stream.LABELS : EventDecoder.Stream.FEATURES;
-            EventDecoder.Event e = decoder.decode(payload, s, kafkaTs, nowMs, catalog);
+            EventDecoder.Event e = decoder.decode(payload, s, kafkaTs, nowMs, catalog, jacksonOnly);
             byte[] packed = null;
             if (e.ok() && s != EventDecoder.Stream.LABELS) {
                 MonitorCatalog.Model m = catalog.models.get(e.modelId);
