@@ -40,16 +40,15 @@ class Key:
     def __init__(self, udf):
         self.udf = udf
         self.matcher = udf.LabelMatcher(L_MS, SKEW_MS)
-        self.matcher_cls = udf.LabelMatcher
         self.rec = getattr(udf, "LabelMatcher$Recorder")()
         self.state = None  # byte[] or None
         self.seen = False
 
     def _load(self):
-        return self.matcher_cls.decode(self.state)
+        return self.matcher.decode(self.state)
 
     def _store(self, s) -> None:
-        self.state = None if s is None else self.matcher_cls.encode(s)
+        self.state = None if s is None else self.matcher.encode(s)
 
     def prediction(self, t: int, version: str = "v1", packed: bytes | None = b"\x01seg", score: float | None = 0.7):
         p = getattr(self.udf, "LabelMatcher$Prediction")(t, version, packed, score, "1")
@@ -145,7 +144,7 @@ def test_state_keeps_no_payload_once_matched_and_round_trips_every_field(udf):
     key = Key(udf)
     big = "é" * 70_000  # beyond writeUTF's 64 KiB
     key.prediction(1_000, version=big, packed=bytes(range(256)), score=None)
-    s = udf.LabelMatcher.decode(key.state)
+    s = key.matcher.decode(key.state)
     p = get_field(s, "predictions").get(0)
     assert tuple(get_field(p, f) for f in ("eventMs", "modelVersion", "packed", "score", "predictedLabel")) == (
         1_000,
@@ -155,13 +154,13 @@ def test_state_keeps_no_payload_once_matched_and_round_trips_every_field(udf):
         "1",
     )
     key.label(2_000, payload=b"x" * 10_000)
-    s = udf.LabelMatcher.decode(key.state)
+    s = key.matcher.decode(key.state)
     lab = get_field(s, "label")
     assert get_field(lab, "matched") and get_field(lab, "payload") is None and get_field(s, "predictions").size() == 0
     assert len(key.state) < 100  # the matched label's values only: no prediction, no payload
     lone = Key(udf)
     lone.label(3_000, payload=b"y" * 1_000)
-    lab = get_field(udf.LabelMatcher.decode(lone.state), "label")
+    lab = get_field(lone.matcher.decode(lone.state), "label")
     assert tuple(get_field(lab, f) for f in ("topic", "partition", "offset", "payload")) == (
         "labels",
         0,
