@@ -230,7 +230,10 @@ public final class LabelMatcher {
                 if (!l.matched) {
                     writeString(out, l.topic);
                     writeVarLong(out, l.partition == null ? 0 : zigzag(l.partition) + 1);
-                    writeVarLong(out, l.offset == null ? 0 : zigzag(l.offset) + 1);
+                    out.writeBoolean(l.offset != null); // not "+ 1": zigzag(Long.MIN_VALUE) + 1 is 0
+                    if (l.offset != null) {
+                        writeVarLong(out, zigzag(l.offset));
+                    }
                     out.writeBoolean(l.kafkaTime != null);
                     if (l.kafkaTime != null) {
                         writeVarLong(out, zigzag(l.kafkaTime.toEpochSecond(ZoneOffset.UTC)));
@@ -283,8 +286,7 @@ public final class LabelMatcher {
                     l.topic = readString(in, bytes);
                     long partition = readVarLong(in);
                     l.partition = partition == 0 ? null : (int) unzigzag(partition - 1);
-                    long offset = readVarLong(in);
-                    l.offset = offset == 0 ? null : unzigzag(offset - 1);
+                    l.offset = in.readBoolean() ? unzigzag(readVarLong(in)) : null;
                     if (in.readBoolean()) {
                         long seconds = unzigzag(readVarLong(in));
                         l.kafkaTime = LocalDateTime.ofEpochSecond(seconds, (int) readVarLong(in), ZoneOffset.UTC);
