@@ -159,6 +159,12 @@ public final class LabelJoin {
             seenDescriptor.enableTimeToLive(StateTtlConfig.newBuilder(Duration.ofMillis(seenTtlMs))
                     .updateTtlOnCreateAndWrite()
                     .neverReturnExpired()
+                    // The sweep that frees expired flags looks at 2 entries per access, not 5 (it
+                    // was 7 % of this operator's CPU). A label reads and writes the flag and
+                    // adds at most one, so the sweep passes every entry at 4 per new one: the
+                    // flags waiting for it stay a bounded share (under 1/4, ~1/8 on average
+                    // instead of ~1/20) and nothing grows without bound.
+                    .cleanupIncrementally(2, false)
                     .build());
             seen = getRuntimeContext().getState(seenDescriptor);
         }
@@ -175,7 +181,7 @@ public final class LabelJoin {
                 return; // a duplicate needs none of the key's pending state: not decoded
             }
             Emit emit = new Emit(modelId, out);
-            LabelMatcher.Pending s = LabelMatcher.decode(pending.value());
+            LabelMatcher.Pending s = matcher.decode(pending.value());
             if (isPrediction) {
                 LabelMatcher.Prediction p = prediction(r);
                 out.collect(r); // counted once as a prediction (labelled = false)
@@ -189,13 +195,12 @@ public final class LabelJoin {
 
         @Override
         public void onTimer(long timestamp, OnTimerContext ctx, Collector<Row> out) throws Exception {
-            String key = ctx.getCurrentKey();
-            LabelMatcher.Pending s = LabelMatcher.decode(pending.value());
+            LabelMatcher.Pending s = matcher.decode(pending.value());
             if (s == null || s.timer != timestamp) {
                 return;
             }
             s.timer = LabelMatcher.NO_TIMER; // fired
-            s = matcher.onWatermark(s, ctx.timerService().currentWatermark(), new Emit(key.substring(0, key.indexOf('\u0000')), out));
+            s = matcher.onWatermark(s, ctx.timerService().currentWatermark(), new Emit(null, out, ctx.getCurrentKey()));
             store(s, ctx.timerService());
         }
 
@@ -217,7 +222,7 @@ public final class LabelJoin {
                 timers.registerEventTimeTimer(next);
                 s.timer = next;
             }
-            pending.update(LabelMatcher.encode(s));
+            pending.update(matcher.encode(s));
         }
 
         private LabelMatcher.Prediction prediction(Row r) {
@@ -261,19 +266,33 @@ public final class LabelJoin {
 
         /** Turns the matcher's verdicts into job_stage rows. */
         private final class Emit implements LabelMatcher.Output {
-            private final String modelId;
+            private String modelId;
             private final Collector<Row> out;
+            private final String key;
 
             Emit(String modelId, Collector<Row> out) {
+                this(modelId, out, null);
+            }
+
+            /** modelId null: taken from the key when a row needs it (a timer that frees state emits none). */
+            Emit(String modelId, Collector<Row> out, String key) {
                 this.modelId = modelId;
                 this.out = out;
+                this.key = key;
+            }
+
+            private String modelId() {
+                if (modelId == null) {
+                    modelId = key.substring(0, key.indexOf('\u0000'));
+                }
+                return modelId;
             }
 
             @Override
             public void labelled(LabelMatcher.Prediction p, LabelMatcher.Label l) {
                 Row q = new Row(c.arity);
                 q.setField(c.kind, PREDICTION);
-                q.setField(c.modelId, modelId);
+                q.setField(c.modelId, modelId());
                 q.setField(c.modelVersion, p.modelVersion);
                 q.setField(c.windowMs, p.eventMs - p.eventMs % windowMs); // as 027's MOD: the prediction's window
                 q.setField(c.labelled, Boolean.TRUE);
@@ -290,7 +309,7 @@ public final class LabelJoin {
 
             @Override
             public void orphan(LabelMatcher.Label l) {
-                out.collect(deadLetter(modelId, "orphan_label", ORPHAN_REASON, l.topic, l.partition, l.offset,
+                out.collect(deadLetter(modelId(), "orphan_label", ORPHAN_REASON, l.topic, l.partition, l.offset,
                         l.kafkaTime, l.eventMs, l.payload));
             }
         }
