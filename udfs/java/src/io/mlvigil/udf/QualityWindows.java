@@ -36,6 +36,7 @@ import org.apache.flink.streaming.api.operators.InternalTimer;
 import org.apache.flink.streaming.api.operators.InternalTimerService;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.api.operators.Triggerable;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.runtime.typeutils.ExternalTypeInfo;
@@ -102,7 +103,17 @@ public final class QualityWindows {
                 .transform("quality windows (prediction window, model, version)", outType,
                         new Windows(outNames, windowMs, stateTtlMs))
                 .uid("mlvigil-quality-windows");
-        return bypass.union(partials.getSideOutput(passOn), quality, features);
+        // One operator after the union: the Python operators reading the result then chain to it
+        // (one task, one Python worker) instead of each reading the four streams itself.
+        return bypass.union(partials.getSideOutput(passOn), quality, features).map(new Identity(), outType)
+                .name("job outputs");
+    }
+
+    static final class Identity implements MapFunction<Row, Row> {
+        @Override
+        public Row map(Row r) {
+            return r;
+        }
     }
 
     private static List<String> names(TypeInformation<Row> type) {
@@ -338,7 +349,8 @@ public final class QualityWindows {
      * output, as job_outputs' columns). Flushes its partials at most every EMIT_INTERVAL_MS, before
      * every checkpoint barrier (so a checkpoint never holds partials not yet emitted: restored,
      * nothing is lost or counted twice), at the end of the input, and when it holds
-     * MAX_PARTIAL_KEYS keys. Watermarks pass through.
+     * MAX_PARTIAL_KEYS keys. Watermarks pass through; the last one (the end of the input) after
+     * the flush.
      */
     static final class PreAggregate extends AbstractStreamOperator<Tuple5<Long, String, String, Long, byte[]>>
             implements OneInputStreamOperator<Row, Tuple5<Long, String, String, Long, byte[]>>, BoundedOneInput {
@@ -419,6 +431,14 @@ public final class QualityWindows {
         }
 
         @Override
+        public void processWatermark(Watermark mark) throws Exception {
+            if (mark.getTimestamp() == Long.MAX_VALUE) {
+                flush(); // the end of the input: nothing may follow the last watermark downstream
+            }
+            super.processWatermark(mark);
+        }
+
+        @Override
         public void endInput() {
             flush();
         }
@@ -468,7 +488,8 @@ public final class QualityWindows {
      * byte[] value with the state TTL) and emits its 'quality' row by WindowState's rule, with a
      * processing-time timer in Flink's timer service (checkpointed with the state, so a restored
      * dirty window is still emitted). At the end of the input (Flink does not fire pending
-     * processing-time timers then) every dirty window is emitted.
+     * processing-time timers then) every dirty window is emitted, before the last watermark
+     * (Long.MAX_VALUE) is passed on: the Python writer registers timers at watermark + 1.
      */
     static final class Windows extends AbstractStreamOperator<Row>
             implements OneInputStreamOperator<Tuple5<Long, String, String, Long, byte[]>, Row>,
@@ -538,7 +559,19 @@ public final class QualityWindows {
         public void onEventTime(InternalTimer<Tuple3<Long, String, String>, VoidNamespace> timer) {}
 
         @Override
+        public void processWatermark(Watermark mark) throws Exception {
+            if (mark.getTimestamp() == Long.MAX_VALUE) {
+                emitAllDirty(); // the end of the input: nothing may follow the last watermark downstream
+            }
+            super.processWatermark(mark);
+        }
+
+        @Override
         public void endInput() throws Exception {
+            emitAllDirty(); // none left when the last watermark came first, as it does from a bounded source
+        }
+
+        private void emitAllDirty() throws Exception {
             List<Object> dirty = new ArrayList<>();
             getKeyedStateBackend().applyToAllKeys(VoidNamespace.INSTANCE, VoidNamespaceSerializer.INSTANCE,
                     descriptor, (key, s) -> {
