@@ -5,8 +5,9 @@ build() declares the graph top to bottom, as in Flink's own examples:
              labels_raw                      (020_source_kafka.sql; JSON-lines files: 020_source_file.sql)
   parse      mlv_parse (Java UDTF)           validate once, pack the monitored columns (025_parsed.sql)
   windows    TUMBLE on event time            mlv_window_stats (Java UDAF), PERCENTILE, COUNT (030_outputs.sql)
-  quality    LabelJoin (Java, keyed by       mlv_quality_stats (Java UDAF) per prediction window,
-             request): labels to predictions re-emitted as labels arrive (027, 040, 050)
+  quality    LabelJoin (Java, keyed by       QualityWindows (Java): QualityStatsFunction's statistics
+             request): labels to predictions per prediction window, pre-aggregated after the join,
+                                             re-emitted as labels arrive (027, 040)
   finish     FinishRows (Python)             PSI, KS, rates, accuracy, ECE... from the counts
   sinks      Kafka dead-letter topic         every invalid or late event, orphan or duplicate
                                              label, with its reason
@@ -17,8 +18,10 @@ The SQL lives in sql/flink/; per-event work runs in the JVM, Python finishes win
 
 Why every SQL result is one padded union (job_outputs, 19 columns, `kind` says what a row is;
 job_stage adds the quality inputs): the planner reads a source once per query, so windows, dead
-letters and quality must come out of one query to read each topic once, and one stream into
-Python is one JVM-to-Python hop instead of one per kind of result.
+letters and the quality inputs must come out of one query to read each topic once, and one
+stream into Python is one JVM-to-Python hop instead of one per kind of result. With labels the
+union is split by stream (features; predictions and labels, 040) and put together again in Java
+after the label join and the quality aggregation, still one append stream into Python.
 
 Run it with `mlvigil run --config FILE`, or submit the installed package's copy to a cluster:
   flink run -py "$(mlvigil path job)" -pyexec PYTHON -pyclientexec PYTHON -- --config FILE
@@ -114,15 +117,6 @@ def execute_statements(t_env: StreamTableEnvironment, name: str, **params: objec
         t_env.execute_sql(stmt)
 
 
-# The quality aggregation re-emits a window as its labels arrive: mini-batches bound that to
-# once per second per window. Set only for the second planning stage (050_quality_windows.sql).
-QUALITY_MINI_BATCH = {
-    "table.exec.mini-batch.enabled": "true",
-    "table.exec.mini-batch.allow-latency": "1 s",
-    "table.exec.mini-batch.size": "10000",
-}
-
-
 def execute_as_tables(t_env: StreamTableEnvironment, statements: list[str]) -> None:
     """Runs statements, registering each view as a Table planned once: all readers of such a
     view share one plan node (one copy of its state). A view created with
@@ -192,10 +186,6 @@ def flink_configuration(cfg: Config, catalog_param: str, restore: str | None = N
     if cfg.state_backend == "rocksdb":
         conf.set_string("state.backend.type", "rocksdb")
         conf.set_string("execution.checkpointing.incremental", "true")
-    if cfg.quality_enabled:
-        # Bounds the label join's "label seen" flags and the quality aggregation's state (the join
-        # frees each prediction by watermark itself; window aggregations ignore this TTL).
-        conf.set_string("table.exec.state.ttl", f"{cfg.label_state_ttl_ms} ms")
     if restore:
         conf.set_string("execution.state-recovery.path", restore)
     if cfg.prometheus_port:  # the monitor's own health, scraped by Prometheus (mlvigil/health.py)
@@ -271,9 +261,9 @@ def declare_source(
 
 
 def job_outputs(t_env: StreamTableEnvironment, cfg: Config, quality: bool) -> DataStream:
-    """Windows, dead letters and (with labels) model quality, as one stream of rows (kind says
-    which): an append stream, or with quality a changelog (quality windows are updated as
-    labels arrive; FinishRows keeps the new row of each update)."""
+    """Windows, dead letters and (with labels) model quality, as one append stream of rows in
+    job_outputs' columns (kind says which). A quality window's row is re-emitted as its labels
+    arrive, with a growing `events` (ClickHouse keeps the row with the largest)."""
     if quality:
         quality_sql = dict(
             lateness=sql_interval(cfg.label_lateness_ms), skew=sql_interval(cfg.label_skew_ms), window_ms=cfg.window_ms
@@ -287,24 +277,23 @@ def job_outputs(t_env: StreamTableEnvironment, cfg: Config, quality: bool) -> Da
     )
     if not quality:
         return t_env.to_data_stream(t_env.from_path("job_outputs"))
-    # Two planning stages, one job graph: job_stage and job_stage_features (every source read
-    # once) as DataStreams, the label join, then the quality aggregation with mini-batches on.
-    # A changelog: quality windows are updated as labels arrive (FinishRows keeps the new row
-    # of each update).
+    # One planning stage, two tables (every source read once): job_stage (predictions and labels)
+    # and the features stream's outputs, as DataStreams of objects. QualityWindows
+    # (udfs/java/.../QualityWindows.java) joins the labels (LabelJoin, keyed by model_id and
+    # request_id), aggregates the quality windows and returns everything in job_outputs' columns,
+    # of the features DataStream's type.
     execute_as_tables(t_env, sql_statements("040_quality_stage.sql"))
     stage = t_env.to_data_stream(t_env.from_path("job_stage"))
-    # The label join: one keyed Java operator per (model_id, request_id) on this DataStream
-    # (udfs/java/.../LabelJoin.java), where the stage's rows are objects already.
-    joined = get_gateway().jvm.io.mlvigil.udf.LabelJoin.apply(
-        stage._j_data_stream, cfg.label_lateness_ms, cfg.label_skew_ms, cfg.window_ms, cfg.label_state_ttl_ms
+    features = t_env.to_data_stream(t_env.from_path("job_outputs_features"))
+    outputs = get_gateway().jvm.io.mlvigil.udf.QualityWindows.apply(
+        stage._j_data_stream,
+        features._j_data_stream,
+        cfg.label_lateness_ms,
+        cfg.label_skew_ms,
+        cfg.window_ms,
+        cfg.label_state_ttl_ms,
     )
-    t_env.create_temporary_view("job_stage_joined", t_env.from_data_stream(DataStream(joined)))
-    features = t_env.to_data_stream(t_env.from_path("job_stage_features"))
-    t_env.create_temporary_view("job_stage_features_stream", t_env.from_data_stream(features))
-    for key, value in QUALITY_MINI_BATCH.items():
-        t_env.get_config().set(key, value)
-    execute_as_tables(t_env, sql_statements("050_quality_windows.sql", **quality_sql))
-    return t_env.to_changelog_stream(t_env.from_path("job_outputs_final"))
+    return DataStream(outputs)
 
 
 def dead_letters_to_kafka(outputs: DataStream, cfg: Config) -> None:

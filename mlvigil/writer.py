@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import orjson
-from pyflink.common import RowKind, Types
+from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.functions import FlatMapFunction
 from pyflink.datastream.state import ListStateDescriptor
@@ -52,8 +52,6 @@ class FinishRows(FlatMapFunction):
         self.health = HealthCounters(ctx.get_metrics_group())  # README "Health of the monitor"
 
     def flat_map(self, r):
-        if r.get_row_kind() in (RowKind.UPDATE_BEFORE, RowKind.DELETE):
-            return  # job_outputs is a changelog: an update's new row (UPDATE_AFTER) is the latest value
         now = now_utc()
         kind = r["kind"]
         if kind == "dead_letter":

@@ -3,4 +3,3 @@ CREATE TEMPORARY SYSTEM FUNCTION mlv_event_time AS 'io.mlvigil.udf.EventTimeFunc
 CREATE TEMPORARY SYSTEM FUNCTION mlv_parse AS 'io.mlvigil.udf.ParseEventFunction' LANGUAGE JAVA;
 CREATE TEMPORARY SYSTEM FUNCTION mlv_is_late AS 'io.mlvigil.udf.IsLateFunction' LANGUAGE JAVA;
 CREATE TEMPORARY SYSTEM FUNCTION mlv_window_stats AS 'io.mlvigil.udf.WindowStatsFunction' LANGUAGE JAVA;
-CREATE TEMPORARY SYSTEM FUNCTION mlv_quality_stats AS 'io.mlvigil.udf.QualityStatsFunction' LANGUAGE JAVA;

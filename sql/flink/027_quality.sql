@@ -7,7 +7,7 @@
 --                      └─▶ invalid ─▶ label_dead_letters (030: job_outputs)                 duplicate/orphan dead letters
 --
 -- The join itself is udfs/java/src/io/mlvigil/udf/LabelJoin.java (with LabelMatcher), on the
--- DataStream between the two planning stages (jobs/monitor.py): a first label joins its
+-- DataStream of 040's job_stage (jobs/monitor.py, QualityWindows.java): a first label joins its
 -- prediction (same model_id and request_id) when its event time is within [prediction time -
 -- {skew}, prediction time + {lateness}]; the first label of a (model_id, request_id) to arrive
 -- wins (Kafka offset order when labels are keyed by request_id, as they should be); later ones
@@ -17,8 +17,9 @@
 -- prediction's window, model, version and segment. One operator with one compact state and one
 -- timer per key replaces an interval join, its per-label timers and a numbering OVER aggregate.
 
--- What mlv_quality_stats folds per (prediction window, model, version): each prediction once
--- (labelled = false: the denominator of label coverage); LabelJoin adds each matched label.
+-- What QualityWindows folds (QualityStatsFunction) per (prediction window, model, version): each
+-- prediction once (labelled = false: the denominator of label coverage); LabelJoin adds each
+-- matched label.
 CREATE TEMPORARY VIEW quality_predictions AS
 SELECT request_id, model_id, model_version, event_ms,
        event_ms - MOD(event_ms, CAST({window_ms} AS BIGINT)) AS window_ms, packed, score, predicted_label

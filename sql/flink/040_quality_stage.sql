@@ -1,22 +1,16 @@
--- Model quality, part 2 (with labels enabled): everything the first planning stage emits, in
--- two tables, so each source is still read once: job_stage, the outputs of the predictions and
--- labels streams, the valid on-time predictions (kind 'quality_input', labelled = false) and the
--- valid labels (kind 'label'); job_stage_features, the outputs of the features stream.
--- jobs/monitor.py turns each into a DataStream, joins the labels to their predictions in
--- job_stage's (LabelJoin, keyed by model_id and q_request_id: it adds the labelled
--- 'quality_input' rows and the duplicate and orphan dead letters) and plans
--- 050_quality_windows.sql over both with mini-batches on. Apart because the join's timers follow
--- the watermark of its stream: the predictions' and labels' only, as an interval join's would,
--- never held back by a late or silent features stream. Mini-batches are off here: a mini-batch
--- assigner in front of a CURRENT_WATERMARK (mlv_is_late in 025_parsed.sql) would change the
--- watermark it reads.
-CREATE TEMPORARY VIEW job_stage_features AS
-SELECT *, CAST(NULL AS BIGINT) AS q_window_ms, CAST(NULL AS BOOLEAN) AS q_labelled, CAST(NULL AS BYTES) AS q_packed,
-       CAST(NULL AS DOUBLE) AS q_score, CAST(NULL AS STRING) AS q_predicted_label, CAST(NULL AS STRING) AS q_label,
-       CAST(NULL AS DOUBLE) AS q_label_value, CAST(NULL AS BOOLEAN) AS q_clicked,
-       CAST(NULL AS BOOLEAN) AS q_converted, CAST(NULL AS DOUBLE) AS q_revenue, CAST(NULL AS STRING) AS q_request_id
-FROM job_outputs
-WHERE kind = 'features' OR dl_stream = 'features';
+-- Model quality, part 2 (with labels enabled): everything the SQL emits, in two tables, so each
+-- source is still read once: job_stage, the outputs of the predictions and labels streams, the
+-- valid on-time predictions (kind 'quality_input', labelled = false) and the valid labels (kind
+-- 'label'); job_outputs_features, the outputs of the features stream (job_outputs' columns).
+-- jobs/monitor.py turns each into a DataStream and hands both to QualityWindows (Java,
+-- udfs/java/.../QualityWindows.java): LabelJoin, keyed by model_id and q_request_id, adds the
+-- labelled 'quality_input' rows and the duplicate and orphan dead letters; the 'quality_input'
+-- rows are aggregated per (q_window_ms, model_id, model_version) into 'quality' rows; everything
+-- else passes as job_outputs' columns. Apart because the join's timers follow the watermark of
+-- its stream: the predictions' and labels' only, as an interval join's would, never held back by
+-- a late or silent features stream.
+CREATE TEMPORARY VIEW job_outputs_features AS
+SELECT * FROM job_outputs WHERE kind = 'features' OR dl_stream = 'features';
 
 CREATE TEMPORARY VIEW job_stage AS
 SELECT *, CAST(NULL AS BIGINT) AS q_window_ms, CAST(NULL AS BOOLEAN) AS q_labelled, CAST(NULL AS BYTES) AS q_packed,

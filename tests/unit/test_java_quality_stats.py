@@ -16,6 +16,8 @@ import numpy as np
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
+from py4j.java_gateway import get_field
+from py4j.protocol import Py4JJavaError
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, mean_absolute_error, mean_squared_error, precision_recall_fscore_support
 
@@ -258,3 +260,93 @@ def test_merge_of_partial_accumulators_is_one_accumulator_over_all_input(contrac
                 assert value == (
                     pytest.approx(other, rel=1e-9, abs=1e-9) if isinstance(other, (float, list)) else other
                 )
+
+
+# --- QualityWindows (the job's quality aggregation): its codec and emission rule --------------------------------------
+
+
+def approx_equal_stats(a: dict, b: dict) -> None:
+    """Same segments (in any order: a merge lists them as first seen), counts equal, sums equal up to
+    the order of additions."""
+    assert {k: v for k, v in a.items() if k != "segments"} == {k: v for k, v in b.items() if k != "segments"}
+    segs_a = {s["segment"]: s for s in a["segments"]}
+    segs_b = {s["segment"]: s for s in b["segments"]}
+    assert segs_a.keys() == segs_b.keys() and len(segs_a) == len(a["segments"])
+    for key, x in segs_a.items():
+        for field, value in x.items():
+            other = segs_b[key][field]
+            assert value == (pytest.approx(other, rel=1e-9, abs=1e-9) if isinstance(other, (float, list)) else other)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_accumulator_encoding_round_trips_and_keeps_accumulating_alike(contract, data, seed):
+    rng = random.Random(seed)
+    fn = contract.java.opened("QualityStatsFunction")
+    codec = contract.java.inner("QualityWindows", "AccCodec")
+    empty = fn.createAccumulator()
+    assert fn.getValue(codec.decode(codec.encode(empty))) == fn.getValue(empty)
+    for _, rows in data.values():
+        # Few regions here, many in the rest: the decoded accumulator must keep the per-dimension
+        # distinct counts, or the cardinality cap ("region=(other)") would differ afterwards.
+        head = [r for r in rng.sample(rows, rng.randint(1, len(rows) // 2))]
+        acc = run(fn, head)
+        encoded = codec.encode(acc)
+        decoded = codec.decode(encoded)
+        assert fn.getValue(decoded) == fn.getValue(acc)
+        assert codec.encode(decoded) == encoded
+        for r in rng.sample(rows, 60):
+            fn.accumulate(acc, *r)
+            fn.accumulate(decoded, *r)
+        assert fn.getValue(decoded) == fn.getValue(acc)
+    with pytest.raises(Py4JJavaError, match="trailing bytes"):
+        codec.decode(codec.encode(empty) + b"\x00")
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_window_state_of_encoded_partials_is_one_accumulator_over_all_input(contract, data, seed):
+    """What the pre-aggregation and the window operator do: partial accumulators over any split of the
+    rows, sent encoded, merged into the window's state (itself stored encoded between partials)."""
+    rng = random.Random(seed)
+    fn = contract.java.opened("QualityStatsFunction")
+    codec = contract.java.inner("QualityWindows", "AccCodec")
+    window_state = contract.java.inner("QualityWindows", "WindowState")
+    for _, rows in data.values():
+        single = json.loads(fn.getValue(run(fn, rows)))
+        parts: list[list] = [[] for _ in range(rng.randint(2, 6))]
+        for r in rows:
+            parts[rng.randrange(len(parts))].append(r)
+        stored = None
+        for part in parts:
+            w = window_state.decode(stored)
+            w.merge(fn, len(part), codec.decode(codec.encode(run(fn, part))))
+            stored = w.encode()
+        w = window_state.decode(stored)
+        assert get_field(w, "updates") == len(rows)
+        merged = json.loads(fn.getValue(get_field(w, "acc")))
+        VALIDATOR.validate(merged)
+        approx_equal_stats(merged, single)
+
+
+def test_window_emission_rule(contract, data):
+    """A window asks for a timer on its first change after an emission only; it is emitted when it
+    changed since the last emission; `updates` only grows; all of it survives the state encoding."""
+    fn = contract.java.opened("QualityStatsFunction")
+    codec = contract.java.inner("QualityWindows", "AccCodec")
+    window_state = contract.java.inner("QualityWindows", "WindowState")
+    rows = data["shop"][1]
+    w = window_state.decode(None)
+    assert not get_field(w, "dirty") and get_field(w, "updates") == 0
+    assert not w.takeEmission()  # nothing to emit in a new window
+    asked, emitted, updates = [], [], []
+    for i, (start, end) in enumerate([(0, 10), (10, 30), (30, 31), (31, 80), (80, 200)]):
+        asked.append(w.merge(fn, end - start, codec.decode(codec.encode(run(fn, rows[start:end])))))
+        w = window_state.decode(w.encode())  # the state between two elements or across a restore
+        if i in (1, 3):
+            emitted.append(w.takeEmission())
+            emitted.append(w.takeEmission())
+            w = window_state.decode(w.encode())
+        updates.append(get_field(w, "updates"))
+    assert asked == [True, False, True, False, True]
+    assert emitted == [True, False, True, False]
+    assert updates == [10, 30, 31, 80, 200] and get_field(w, "dirty")
+    approx_equal_stats(json.loads(fn.getValue(get_field(w, "acc"))), json.loads(fn.getValue(run(fn, rows[:200]))))

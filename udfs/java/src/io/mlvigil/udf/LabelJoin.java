@@ -13,6 +13,7 @@ import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.common.typeutils.base.array.BytePrimitiveArraySerializer;
 import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
 import org.apache.flink.table.runtime.typeutils.ExternalTypeInfo;
 import org.apache.flink.table.types.DataType;
@@ -21,7 +22,7 @@ import org.apache.flink.util.Collector;
 
 /**
  * The label join of model quality (sql/flink/027_quality.sql), as one keyed operator per
- * (model_id, request_id) on the DataStream between the two planning stages (jobs/monitor.py).
+ * (model_id, request_id) on the DataStream of job_stage (QualityWindows aggregates its output).
  *
  * Input: job_stage rows (040_quality_stage.sql). kind 'quality_input' is a valid on-time
  * prediction (labelled = false): passed on as it is and kept compactly for its label; kind
@@ -44,18 +45,26 @@ public final class LabelJoin {
 
     private LabelJoin() {}
 
-    /** The job_stage stream with its labels joined: same type, same columns. */
-    public static DataStream<Row> apply(DataStream<Row> stage, long latenessMs, long skewMs, long windowMs,
-            long seenTtlMs) {
+    /**
+     * The label join over job_stage's predictions and labels: the predictions, the labelled rows
+     * and the duplicate/orphan dead letters, in job_stage's type and columns. The rest of
+     * job_stage is bypass(stage).
+     */
+    public static SingleOutputStreamOperator<Row> apply(DataStream<Row> stage, long latenessMs, long skewMs,
+            long windowMs, long seenTtlMs) {
         TypeInformation<Row> type = stage.getType();
         Columns c = new Columns(DataType.getFieldNames(((ExternalTypeInfo<Row>) type).getDataType()));
-        DataStream<Row> bypass = stage.filter(new KindFilter(c.kind, false)).name("job stage: not labels");
-        DataStream<Row> joined = stage.filter(new KindFilter(c.kind, true)).name("job stage: predictions and labels")
+        return stage.filter(new KindFilter(c.kind, true)).name("job stage: predictions and labels")
                 .keyBy(new RequestKey(c), Types.STRING)
                 .process(new Function(c, latenessMs, skewMs, windowMs, seenTtlMs), type)
                 .name("label join (first label per model_id, request_id)")
                 .uid("mlvigil-label-join");
-        return bypass.union(joined);
+    }
+
+    /** The job_stage rows the join does not read (neither a prediction nor a label). */
+    public static DataStream<Row> bypass(DataStream<Row> stage) {
+        Columns c = new Columns(DataType.getFieldNames(((ExternalTypeInfo<Row>) stage.getType()).getDataType()));
+        return stage.filter(new KindFilter(c.kind, false)).name("job stage: not labels");
     }
 
     /** Positions of the job_stage columns the join reads and writes. */

@@ -32,10 +32,11 @@ import org.apache.flink.table.functions.FunctionContext;
  * revenue sums, and how many labels reported each. Python (mlvigil.quality) turns them into
  * metrics. All counts only grow, so the input is append-only and no retraction is needed.
  *
- * The accumulator is a RAW type (a Java object, serialized with Kryo in state): the mini-batch
- * group aggregation hands the accumulator over once per input row, and a structured type would
- * be converted to and from its internal form (maps of arrays) every time, which cost about 30 us
- * per row; a RAW value passes the object itself.
+ * The job runs it as plain Java in QualityWindows (accumulate right after the label join, merge
+ * per window, getValue for the window's row), its accumulator encoded by QualityWindows.AccCodec;
+ * it stays an AggregateFunction (catalog from the FunctionContext) so it also works as a SQL
+ * UDAF. As one, the accumulator is a RAW type: a structured type would be converted to and from
+ * its internal form (maps of arrays) for every row, which cost about 30 us per row.
  */
 @FunctionHint(accumulator = @DataTypeHint(value = "RAW", bridgedTo = QualityStatsFunction.Acc.class))
 public class QualityStatsFunction extends AggregateFunction<String, QualityStatsFunction.Acc> {
