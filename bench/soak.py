@@ -179,7 +179,7 @@ def main() -> None:
             "clickhouse": {"url": url, "flush_interval": "1s"},
             "flink": {
                 # Half an hour at 2,500 requests/s keeps about 4 M "label seen" flags (labels.state_ttl =
-                # lateness + 1 h) and 1.5 M open predictions in the heap: room beyond the default 2 GB.
+                # lateness + 1 h) and 0.6 M open predictions in the heap: room beyond the default 2 GB.
                 "local_heap": "6g",
                 "checkpoint_dir": str(work / "ckpt"),
                 "checkpoint_interval": "10s",
