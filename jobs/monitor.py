@@ -34,11 +34,12 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 
 import yaml
-from py4j.protocol import Py4JError
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyflink.common import Configuration, Types
 from pyflink.common.serialization import SimpleStringSchema
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -232,7 +233,8 @@ def build(
         execute_as_tables(t_env, sql_statements("025_parsed.sql", stream=stream))
     outputs = job_outputs(t_env, cfg, quality)
 
-    dead_letters_to_kafka(outputs, cfg)
+    if source_files is None:  # from files (benchmarks, backfills) no broker need exist: ClickHouse keeps them
+        dead_letters_to_kafka(outputs, cfg)
     finished = outputs.flat_map(FinishRows(catalog), output_type=Types.PICKLED_BYTE_ARRAY()).name("finish windows")
     alerting = alerting_config(cfg)
     if alerting is not None:
@@ -483,9 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001 - any end but success is a failed run
         # Leave at once: when the Flink JVM itself died (out of heap, killed), the Python workers'
         # gRPC threads never end, and a normal interpreter exit would wait for them for ever.
-        log.exception("the job failed")
+        # Printed, not logged: in local mode the Python workers own the logging handlers by now.
+        traceback.print_exc()
+        jvm_gone = isinstance(e, Py4JError) and not isinstance(e, Py4JJavaError)  # no Java exception came back
         print(f"mlvigil: the job failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-              f"{JVM_GONE if isinstance(e, Py4JError) else ''}", file=sys.stderr, flush=True)  # fmt: skip
+              f"{JVM_GONE if jvm_gone else ''}", file=sys.stderr, flush=True)  # fmt: skip
         sys.stdout.flush()
         os._exit(1)
     leftovers = write_leftovers()  # the end of a bounded run: see ClickHouseWriter

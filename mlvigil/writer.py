@@ -47,9 +47,15 @@ class FinishRows(FlatMapFunction):
     def __init__(self, catalog: dict):
         self.catalog = catalog
         self.health: HealthCounters | None = None
+        # Dead letters read from files have no Kafka offset: numbered here instead, per subtask
+        # (offset = n * subtasks + subtask), so each keeps its own row in dead_letters (keyed by
+        # topic = the file, partition, offset) and none is dropped at insert.
+        self.file_dead_letters = 0
+        self.subtask, self.subtasks = 0, 1
 
     def open(self, ctx: RuntimeContext):
         self.health = HealthCounters(ctx.get_metrics_group())  # README "Health of the monitor"
+        self.subtask, self.subtasks = ctx.get_index_of_this_subtask(), ctx.get_number_of_parallel_subtasks()
 
     def flat_map(self, r):
         now = now_utc()
@@ -57,12 +63,16 @@ class FinishRows(FlatMapFunction):
         if kind == "dead_letter":
             if self.health is not None:
                 self.health.dead_letter(r["dl_stream"], r["reason_code"])
-            ev = r["event_ms"]
+            ev, offset, kafka_time = r["event_ms"], r["kafka_offset"], _utc(r["kafka_time"])
+            if offset is None:  # from a file (020_source_file.sql)
+                offset = self.file_dead_letters * self.subtasks + self.subtask
+                self.file_dead_letters += 1
+                kafka_time = now if kafka_time is None else kafka_time
             yield (
                 "dead_letters",
                 [[
                     r["dl_stream"], r["dl_kind"], r["reason_code"], r["reason"], r["topic"],
-                    r["kafka_partition"], r["kafka_offset"], _utc(r["kafka_time"]),
+                    r["kafka_partition"], offset, kafka_time,
                     None if ev is None else datetime.fromtimestamp(ev / 1000, UTC),
                     r["model_id"], bytes(r["payload"] or b"").decode("utf-8", errors="replace"), now,
                 ]],
