@@ -102,9 +102,14 @@ public final class LabelJoin {
         }
 
         private static int at(List<String> names, String name) {
+            return column(names, name, "job_stage");
+        }
+
+        /** The position of a named column, failing loudly when the table lacks it. */
+        static int column(List<String> names, String name, String table) {
             int i = names.indexOf(name);
             if (i < 0) {
-                throw new IllegalArgumentException("job_stage has no column " + name + ": " + names);
+                throw new IllegalArgumentException(table + " has no column " + name + ": " + names);
             }
             return i;
         }

@@ -516,11 +516,7 @@ public final class QualityWindows {
         }
 
         private static int at(List<String> names, String name) {
-            int i = names.indexOf(name);
-            if (i < 0) {
-                throw new IllegalArgumentException("job_outputs has no column " + name + ": " + names);
-            }
-            return i;
+            return LabelJoin.Columns.column(names, name, "job_outputs");
         }
 
         @Override
